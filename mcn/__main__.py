@@ -1,0 +1,5 @@
+import sys
+
+from mcn.cli import main
+
+sys.exit(main())

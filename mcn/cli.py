@@ -1,0 +1,78 @@
+"""The ``mcn`` command: one subcommand per job; each subcommand's module builds its own parser lazily.
+
+Every subcommand module exposes ``DESCRIPTION`` (one line), ``EPILOG`` (examples), ``add_arguments(parser)``
+and ``run(args) -> int``. Errors a user can fix (:class:`mcn.errors.MCNError`, ``ValueError``,
+``FileNotFoundError``) are printed as one line; set ``MCN_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mcn.demo", "sample corpus -> Ray extraction -> training -> zero-shot retrieval, on CPU"),
+    "sample-data": ("mcn.sample_corpus", "generate the narrated sample corpus of instructional videos"),
+    "extract": ("mcn.pipeline.cli", "run the Ray feature-extraction job into a sharded store"),
+    "store": ("mcn.pipeline.store_cli", "inspect, verify and export a feature store"),
+    "train": ("mcn.train.cli", "train MCN on a feature store (or convert checkpoints)"),
+    "eval": ("mcn.eval.cli", "zero-shot retrieval and step-localisation batch jobs"),
+    "search": ("mcn.eval.search", "search a store's videos and moments by text"),
+}
+
+
+def _top_level_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="mcn",
+        description="Multimodal Clustering Networks: learn a joint video-audio-text space from narrated videos.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"subcommands:\n{lines}\n\nexamples:\n  mcn demo\n  mcn sample-data corpus/ --videos 40\n"
+        "  mcn extract corpus/ --out store/\n  mcn <subcommand> --help",
+    )
+    parser.add_argument("--version", action="version", version=f"mcn {__import__('mcn').__version__}")
+    parser.add_argument(
+        "subcommand",
+        choices=sorted(SUBCOMMANDS),
+        metavar="SUBCOMMAND",
+        help="one of: " + ", ".join(SUBCOMMANDS),
+    )
+    return parser
+
+
+def build_subcommand_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    parser = argparse.ArgumentParser(
+        prog=f"mcn {name}",
+        description=getattr(module, "DESCRIPTION", SUBCOMMANDS[name][1]),
+        epilog=getattr(module, "EPILOG", None),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") or argv[0] not in SUBCOMMANDS:
+        _top_level_parser().parse_args(argv[:1] if argv else ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    parser, module = build_subcommand_parser(name)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"mcn {name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+        if os.environ.get("MCN_DEBUG"):
+            raise
+        print(f"mcn {name}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Tiny real media for tests, made with the ffmpeg binary that imageio-ffmpeg ships."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_video(
+    path: str | Path,
+    seconds: float = 3.0,
+    fps: float | str = 25,
+    size: tuple[int, int] = (160, 120),
+    audio: bool = True,
+    codec: str = "libx264",
+    pattern: str = "testsrc2",
+    audio_hz: int = 440,
+    extra_args: tuple[str, ...] = (),
+) -> Path:
+    """Write a synthetic video (moving test pattern, optional sine tone) and return its path.
+
+    ``fps`` may be a fraction such as ``"30000/1001"``; ``codec`` e.g. libx264, libvpx-vp9, libvpx, mpeg4.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    cmd = [
+        FFMPEG,
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        f"{pattern}=size={width}x{height}:rate={fps}:duration={seconds}",
+    ]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency={audio_hz}:sample_rate=44100:duration={seconds}"]
+    cmd += ["-c:v", codec, "-pix_fmt", "yuv420p"]
+    if codec == "libx264":
+        cmd += ["-preset", "ultrafast"]
+    if audio:
+        cmd += ["-c:a", "libopus" if path.suffix == ".webm" else "aac", "-shortest"]
+    cmd += [*extra_args, str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
+
+
+def make_vfr_video(path: str | Path, seconds: float = 4.0, size: tuple[int, int] = (160, 120)) -> Path:
+    """A variable-frame-rate MP4: 30 fps for the first half, 10 fps for the second (no audio).
+
+    testsrc2 draws a moving pattern, so frames at different times differ.
+    """
+    path = Path(path)
+    width, height = size
+    half = seconds / 2
+    graph = (
+        f"testsrc2=size={width}x{height}:rate=30:duration={half}[a];"
+        f"testsrc2=size={width}x{height}:rate=10:duration={half}[b];"
+        "[a][b]concat=n=2:v=1:a=0[v]"
+    )
+    cmd = [
+        FFMPEG,
+        "-y",
+        "-loglevel",
+        "error",
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-fps_mode",
+        "vfr",
+        str(path),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path

@@ -84,3 +84,43 @@ def make_vfr_video(path: str | Path, seconds: float = 4.0, size: tuple[int, int]
     ]
     subprocess.run(cmd, check=True, capture_output=True)
     return path
+
+
+def make_counter_video(
+    path: str | Path, segments: tuple[tuple[float | str, float], ...], size: tuple[int, int] = (64, 48)
+) -> Path:
+    """A lossless H.264 MP4 of flat grey frames whose luma encodes the frame number: Y = 16 + 4 * (N mod 50).
+
+    ``segments`` are (fps, seconds) pairs played one after the other, so more than one makes a
+    variable-frame-rate file. :func:`counter_of` reads N mod 50 back (steps of 4 survive scaling and RGB conversion).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    sources = "".join(
+        f"color=c=black:size={width}x{height}:rate={fps}:duration={seconds}[s{i}];" for i, (fps, seconds) in enumerate(segments)
+    )
+    joined = "".join(f"[s{i}]" for i in range(len(segments)))
+    graph = f"{sources}{joined}concat=n={len(segments)}:v=1:a=0,format=yuv420p,geq=lum='16+4*mod(N,50)':cb=128:cr=128[v]"
+    cmd = [FFMPEG, "-y", "-loglevel", "error", "-filter_complex", graph, "-map", "[v]", "-c:v", "libx264",
+           "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p", "-fps_mode", "vfr", str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
+
+
+def counter_of(frames_THWC) -> list[int]:
+    """The frame numbers mod 50 that :func:`make_counter_video` wrote into these RGB frames."""
+    return [round(float(frame.mean()) * 219 / 255 / 4) % 50 for frame in frames_THWC]
+
+
+def hanging_decoder(path, info, config):
+    """A frame source that never yields (stands in for a decoder spinning on a broken file).
+
+    It writes its process id next to ``path`` (``.pid``) so a test can check that it was killed.
+    """
+    import os
+    import time
+
+    Path(path).with_suffix(".pid").write_text(str(os.getpid()))
+    time.sleep(600)
+    yield

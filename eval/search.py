@@ -1,0 +1,217 @@
+"""``mcn search``: rank a store's videos and moments for a text query.
+
+Moments are sliding windows (10 s long, every 5 s) and the spans of the store's captions. Each moment is
+embedded once per checkpoint as ``video + audio`` (video alone for videos without audio) and kept in an index,
+``STORE/index/<fingerprint>.npz``, written atomically; the fingerprint hashes the model weights, the store's
+shard list and the window settings, so a new checkpoint or a re-extracted store builds a new index and any
+later query reuses it. A video's score is its best moment's score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcn.errors import MCNError
+from mcn.eval import embed
+from mcn.store import StoreReader, VideoRecord
+
+DESCRIPTION = "search a store's videos and moments (10 s windows and caption spans) by text"
+EPILOG = """examples:
+  mcn search store/ --checkpoint runs/demo "crack the eggs into a bowl"
+  mcn search store/ --checkpoint mcn_released.pth "whisk" -k 20 --device cuda
+"""
+
+INDEX_DIR = "index"
+INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    window_s: float = 10.0
+    hop_s: float = 5.0
+    audio_frames: int = 1000  # 10 s of log-mel
+    captions: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.hop_s <= 0 or self.audio_frames < 16:
+            raise ValueError("window_s and hop_s must be > 0 and audio_frames >= 16")
+
+
+@dataclass
+class SearchIndex:
+    """M moments: ``video_ids`` (M,), ``starts``/``ends`` (M,) seconds, ``kinds`` (M,) "window"|"caption",
+    ``embeddings_MD`` (M, D) float32."""
+
+    video_ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    kinds: np.ndarray
+    embeddings_MD: np.ndarray
+
+
+def moment_spans(record: VideoRecord, settings: WindowSettings) -> list[tuple[float, float, str]]:
+    """Sliding windows over the video, then its caption spans."""
+    duration = max(float(record.duration), 0.0)
+    spans = []
+    start = 0.0
+    while True:
+        spans.append((start, min(start + settings.window_s, duration), "window"))
+        if start + settings.window_s >= duration:
+            break
+        start += settings.hop_s
+    if settings.captions and record.caption_start is not None:
+        spans += [(float(s), float(e), "caption") for s, e in zip(record.caption_start, record.caption_end)]
+    return spans
+
+
+def fingerprint(model: torch.nn.Module, reader: StoreReader, settings: WindowSettings) -> str:
+    """Hash of the weights, the store's shards and the window settings."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    identity = {
+        "version": INDEX_VERSION,
+        "shards": reader.manifest.get("shards"),
+        "settings": settings.__dict__,
+    }
+    digest.update(json.dumps(identity, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def build_index(
+    model, reader: StoreReader, settings: WindowSettings, batch_size: int = 64, device: str = "cpu"
+) -> SearchIndex:
+    """Embed every moment of every video in the store."""
+    video_ids, starts, ends, kinds, audio_flags = [], [], [], [], []
+
+    def items():
+        for record in reader.iter_videos(
+            ("duration", "has_audio", "feat_2d", "feat_3d", "logmel", "captions")
+        ):
+            has_audio = bool(record.has_audio) and record.logmel.shape[1] > 0
+            for start, end, kind in moment_spans(record, settings):
+                video_ids.append(record.video_id)
+                starts.append(start)
+                ends.append(end)
+                kinds.append(kind)
+                audio_flags.append(has_audio)
+                yield embed.clip_inputs(record, start, end, settings.audio_frames)
+
+    emb = embed.embed_stream(model, items(), batch_size, device)
+    if not video_ids:
+        raise MCNError(f"store {reader.root} holds no videos to search")
+    with_audio = np.asarray(audio_flags)[:, None]
+    return SearchIndex(
+        np.asarray(video_ids),
+        np.asarray(starts, np.float32),
+        np.asarray(ends, np.float32),
+        np.asarray(kinds),
+        emb["video"] + np.where(with_audio, emb["audio"], 0.0).astype(np.float32),
+    )
+
+
+def save_index(path: Path, index: SearchIndex) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    try:
+        np.savez(
+            tmp,
+            video_ids=index.video_ids,
+            starts=index.starts,
+            ends=index.ends,
+            kinds=index.kinds,
+            embeddings_MD=index.embeddings_MD,
+        )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_index(path: Path) -> SearchIndex:
+    with np.load(path, allow_pickle=False) as data:
+        return SearchIndex(
+            **{name: data[name] for name in ("video_ids", "starts", "ends", "kinds", "embeddings_MD")}
+        )
+
+
+def index_for(
+    model,
+    reader: StoreReader,
+    settings: WindowSettings,
+    batch_size: int = 64,
+    device: str = "cpu",
+    rebuild: bool = False,
+) -> tuple[SearchIndex, Path, bool]:
+    """The store's index for this model: loaded when it exists, else built and saved. Returns (index, path, built)."""
+    path = reader.root / INDEX_DIR / f"{fingerprint(model, reader, settings)}.npz"
+    if path.exists() and not rebuild:
+        return load_index(path), path, False
+    index = build_index(model, reader, settings, batch_size, device)
+    save_index(path, index)
+    return index, path, True
+
+
+@torch.no_grad()
+def query_scores(
+    model, index: SearchIndex, vectorizer: embed.TextVectorizer, query: str, device: str = "cpu"
+) -> np.ndarray:
+    """Raw dot products of the query's text embedding with every moment, (M,)."""
+    words = vectorizer(query, embed.CAPTION_MAX_WORDS)
+    if not words.any():
+        raise MCNError(
+            f"none of the words of {query!r} is known to the store or the word-vector file (give --word-vectors)"
+        )
+    text_D = embed.embed_stream(model, [{"text": words}], 1, device)["text"][0]
+    return index.embeddings_MD @ text_D
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="a finished feature store")
+    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("--checkpoint", required=True, help="step-N folder, RUN folder or released MCN .pth")
+    parser.add_argument("-k", type=int, default=10, help="results to print (default: 10)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    parser.add_argument(
+        "--word-vectors", help="word2vec file for query words missing from the store's word table"
+    )
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the index even when one exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mcn.eval.jobs import load_checkpoint, text_vectorizer
+
+    if args.k < 1:
+        raise MCNError("-k must be >= 1")
+    reader = StoreReader(args.store)
+    model = load_checkpoint(args.checkpoint, args.device)
+    index, path, built = index_for(model, reader, WindowSettings(), device=args.device, rebuild=args.rebuild)
+    print(f"{'built' if built else 'using'} index {path} ({len(index.video_ids)} moments)")
+    query = " ".join(args.query)
+    scores = query_scores(model, index, text_vectorizer(reader, args.word_vectors), query, args.device)
+    order = np.argsort(-scores, kind="stable")
+    print(f"\nvideos for {query!r}:")
+    seen: list[str] = []
+    for row in order:
+        if index.video_ids[row] not in seen:
+            seen.append(index.video_ids[row])
+            print(
+                f"  {len(seen):>3}  {index.video_ids[row]:<30} best {index.starts[row]:7.1f}-{index.ends[row]:7.1f} s  score {scores[row]:.4f}"
+            )
+            if len(seen) == args.k:
+                break
+    print("\nmoments:")
+    for rank, row in enumerate(order[: args.k], 1):
+        print(
+            f"  {rank:>3}  {index.video_ids[row]:<30} {index.starts[row]:7.1f}-{index.ends[row]:7.1f} s  "
+            f"score {scores[row]:.4f}  ({index.kinds[row]})"
+        )
+    return 0

@@ -1,0 +1,259 @@
+"""Captions and words: read caption files, tokenize, map tokens to word2vec ids.
+
+Caption sources: YouTube WebVTT auto-captions (``.vtt``; the rolling lines are de-duplicated), SRT (``.srt``),
+and the HowTo100M caption forms: a per-video CSV with ``start,end,text`` columns (``.csv``) and the per-video
+``raw_caption.json`` entry ``{"start": [...], "end": [...], "text": [...]}`` or a list of ``{start, end, text}``
+objects (``.json``). Every reader returns ``[(start_s, end_s, text), ...]`` in file order.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mcn.errors import MCNError
+
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
+
+Caption = tuple[float, float, str]
+CAPTION_FORMATS = ("vtt", "srt", "csv", "json")
+
+_TOKEN = re.compile(r"[\w']+")
+_TAG = re.compile(r"<[^>]*>")
+_TIMING = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)")
+_TIMESTAMP = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})$")
+
+
+class CaptionError(MCNError):
+    """A caption file that cannot be read. ``reason``: not_found, unsupported_format, encoding or malformed."""
+
+    def __init__(self, path: str | Path, reason: str, detail: str):
+        super().__init__(f"caption file {path}: {reason}: {detail}")
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+
+
+def tokenize(text: str) -> list[str]:
+    """Words as the reference cuts them: ``re.findall(r"[\\w']+", text)``, case kept."""
+    return _TOKEN.findall(text)
+
+
+def caption_format(path: str | Path) -> str:
+    """ "vtt", "srt", "csv" or "json" from the file extension."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in CAPTION_FORMATS:
+        raise CaptionError(path, "unsupported_format", f"expected one of .{', .'.join(CAPTION_FORMATS)}")
+    return suffix
+
+
+def read_captions(path: str | Path) -> list[Caption]:
+    """Read a caption file (format from its extension). Raises :class:`CaptionError` for a broken file."""
+    fmt = caption_format(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CaptionError(path, "not_found", "no such file") from None
+    except UnicodeDecodeError as error:
+        raise CaptionError(
+            path, "encoding", f"not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    readers = {"vtt": parse_vtt, "srt": parse_srt, "csv": parse_csv, "json": parse_json}
+    try:
+        return readers[fmt](text)
+    except ValueError as error:
+        raise CaptionError(path, "malformed", str(error)) from None
+
+
+def parse_timestamp(stamp: str) -> float:
+    """``[HH:]MM:SS.mmm`` (or ``,mmm``) -> seconds."""
+    match = _TIMESTAMP.match(stamp)
+    if match is None:
+        raise ValueError(f"bad timestamp {stamp!r}")
+    hours, minutes, seconds, fraction = match.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(fraction) / 10 ** len(fraction)
+
+
+def _clean(line: str) -> str:
+    return " ".join(html.unescape(_TAG.sub("", line)).split())
+
+
+def _blocks(text: str, strict_blank: bool) -> list[tuple[int, list[str]]]:
+    """Blank-line separated blocks as (first line number, lines). With ``strict_blank`` only an empty line
+    separates (WebVTT: YouTube cues hold whitespace-only text lines), else whitespace-only lines do too."""
+    blocks, current, start = [], [], 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line if strict_blank else line.strip():
+            if not current:
+                start = number
+            current.append(line)
+        elif current:
+            blocks.append((start, current))
+            current = []
+    if current:
+        blocks.append((start, current))
+    return blocks
+
+
+def _cue_timing(lines: list[str], first_line: int) -> tuple[float, float, list[str]] | None:
+    """Split a block into (start, end, text lines); None when it holds no timing line."""
+    for offset, line in enumerate(lines[:2]):
+        match = _TIMING.match(line)
+        if match:
+            start, end = parse_timestamp(match.group(1)), parse_timestamp(match.group(2))
+            if end < start:
+                raise ValueError(f"cue at line {first_line + offset} ends before it starts")
+            return start, end, lines[offset + 1 :]
+    return None
+
+
+def parse_vtt(text: str) -> list[Caption]:
+    """WebVTT; YouTube's rolling auto-captions are de-duplicated.
+
+    A rolling cue shows the previous line again above the new words, and short transitional cues show the
+    finished line alone. A line that already appeared in the previous cue is not emitted again; instead its
+    caption's end moves to the end of the cue that still shows it (the time the line stayed on screen). The
+    new lines of a cue form one caption.
+    """
+    blocks = _blocks(text, strict_blank=True)
+    if not blocks or not blocks[0][1][0].lstrip("\ufeff").startswith("WEBVTT"):
+        raise ValueError("missing the WEBVTT header")
+    captions: list[list] = []
+    previous: dict[str, int] = {}  # line text shown by the previous cue -> its caption index
+    for first_line, lines in blocks[1:]:
+        if lines[0].startswith(("NOTE", "STYLE", "REGION")):
+            continue
+        cue = _cue_timing(lines, first_line)
+        if cue is None:
+            raise ValueError(f"block at line {first_line} has no 'start --> end' timing line")
+        start, end, body = cue
+        shown: dict[str, int] = {}
+        new_lines = []
+        for line in filter(None, map(_clean, body)):
+            if line in previous:
+                shown[line] = previous[line]
+                captions[previous[line]][1] = max(captions[previous[line]][1], end)
+            else:
+                new_lines.append(line)
+        if new_lines:
+            captions.append([start, end, " ".join(new_lines)])
+            shown.update(dict.fromkeys(new_lines, len(captions) - 1))
+        previous = shown
+    return [(float(s), float(e), t) for s, e, t in captions]
+
+
+def parse_srt(text: str) -> list[Caption]:
+    """SubRip: numbered blocks of a timing line (``00:00:01,000 --> 00:00:02,500``) and text lines."""
+    captions = []
+    for first_line, lines in _blocks(text, strict_blank=False):
+        cue = _cue_timing(lines, first_line)
+        if cue is None:
+            raise ValueError(f"block at line {first_line} has no 'start --> end' timing line")
+        start, end, body = cue
+        line = " ".join(filter(None, map(_clean, body)))
+        if line:
+            captions.append((start, end, line))
+    return captions
+
+
+def _caption_rows(starts: list, ends: list, texts: list) -> list[Caption]:
+    if not len(starts) == len(ends) == len(texts):
+        raise ValueError(f"start/end/text lengths differ: {len(starts)}, {len(ends)}, {len(texts)}")
+    rows = []
+    for index, (start, end, text) in enumerate(zip(starts, ends, texts, strict=True)):
+        try:
+            rows.append((float(start), float(end), "" if text is None else str(text).strip()))
+        except (TypeError, ValueError):
+            raise ValueError(f"caption {index}: start/end must be numbers, got {start!r}, {end!r}") from None
+    return rows
+
+
+def parse_csv(text: str) -> list[Caption]:
+    """The HowTo100M per-video CSV: a header with ``start``, ``end`` and ``text`` columns."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"start", "end", "text"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"CSV lacks the column(s) {sorted(missing)} (header: {reader.fieldnames})")
+    rows = list(reader)
+    return _caption_rows([r["start"] for r in rows], [r["end"] for r in rows], [r["text"] for r in rows])
+
+
+def parse_json(text: str) -> list[Caption]:
+    """``{"start": [...], "end": [...], "text": [...]}`` or ``[{"start", "end", "text"}, ...]``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON ({error.msg} at line {error.lineno})") from None
+    if isinstance(data, dict) and {"start", "end", "text"} <= set(data):
+        return _caption_rows(list(data["start"]), list(data["end"]), list(data["text"]))
+    if isinstance(data, list) and all(
+        isinstance(item, dict) and {"start", "end", "text"} <= set(item) for item in data
+    ):
+        return _caption_rows([i["start"] for i in data], [i["end"] for i in data], [i["text"] for i in data])
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and "start" in v for v in data.values()):
+        raise ValueError(
+            "this is a whole-dataset caption file (video id -> captions); give one video's entry"
+        )
+    raise ValueError('expected {"start": [...], "end": [...], "text": [...]} or a list of {start, end, text}')
+
+
+def load_word_vectors(path: str | Path, binary: bool | None = None) -> KeyedVectors:
+    """Word vectors in the word2vec binary or text format (GoogleNews ``.bin``, ``.txt``/``.vec``; ``.gz`` ok).
+
+    ``binary=None`` decides from the extension, else from the file's second line. A text file without the
+    ``count dim`` header line (GloVe style) is read too.
+    """
+    from gensim.models import KeyedVectors
+
+    path = Path(path)
+    if not path.is_file():
+        raise MCNError(f"word vectors file not found: {path}")
+    header = _first_lines(path, 2)
+    no_header = len(header[0].split()) != 2
+    if binary is None:
+        binary = _looks_binary(path, header)
+    try:
+        return KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=no_header and not binary)
+    except Exception as error:  # gensim raises ValueError, EOFError, UnicodeDecodeError for broken files
+        raise MCNError(
+            f"cannot read word vectors {path} ({'binary' if binary else 'text'}): {error}"
+        ) from error
+
+
+def _first_lines(path: Path, num_lines: int) -> list[bytes]:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        lines = [f.readline(65536) for _ in range(num_lines)]
+    if not lines[0].strip():
+        raise MCNError(f"word vectors file is empty: {path}")
+    return lines
+
+
+def _looks_binary(path: Path, header: list[bytes]) -> bool:
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".bin" in suffixes:
+        return True
+    if {".txt", ".vec"} & set(suffixes):
+        return False
+    try:
+        fields = header[1].decode("utf-8").split()
+        [float(x) for x in fields[1:]]
+    except (UnicodeDecodeError, ValueError):
+        return True
+    return len(fields) < 2
+
+
+def token_ids(tokens: list[str], vectors: KeyedVectors) -> np.ndarray:
+    """Ids of the tokens in ``vectors.key_to_index`` as int32; out-of-vocabulary tokens are dropped."""
+    key_to_index = vectors.key_to_index
+    return np.array([key_to_index[t] for t in tokens if t in key_to_index], dtype=np.int32)

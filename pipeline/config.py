@@ -1,0 +1,155 @@
+"""The extraction job's typed config: Ray resources, stage sizes, shard bounds, ASR; presets as functions.
+
+Every batch-size or concurrency default carries a one-line reason. The per-video feature recipe (decoding, model
+names, weights, word vectors, batch sizes inside a model call) is :class:`mcn.extract.ExtractConfig`; this
+config adds what only a job over many videos needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcn.extract import ExtractConfig
+
+ASR_BACKENDS = ("faster-whisper", "transformers")
+
+
+@dataclass
+class RayConfig:
+    """Where the job runs: a local Ray started for it (default) or an existing cluster."""
+
+    address: str | None = None  # None: $RAY_ADDRESS when set (as under `ray job submit`), else a local Ray
+    num_cpus: int | None = None  # local Ray only; None = every core of this machine
+    num_gpus: int | None = None  # local Ray only; None = let Ray detect them
+    log_to_driver: bool = False  # worker logs stay in Ray's log files; the progress bar stays readable
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(
+                f"ray.num_cpus must be >= 1 (got {self.num_cpus}); leave it unset to use every core"
+            )
+
+
+@dataclass
+class StageConfig:
+    """How much of each stage runs at once. None = derived from the cluster's resources at start."""
+
+    # One decode task per CPU: decoding is the bottleneck (features.md), so every core decodes.
+    decode_tasks: int | None = None
+    # Frame windows (≈35 MB each at 30 s) between decoding and the models: enough to queue ~4 per model actor
+    # so a GPU never waits, few enough to keep object-store memory under ~1 GB.
+    windows_in_flight: int = 16
+    # Windows a decode task may run ahead of the driver: one to hand over, one being decoded.
+    decode_lookahead: int = 2
+    # One actor per model per GPU keeps each GPU fed (≈1,000 video-s per GPU-second); on CPU one each, since
+    # the cores are needed for decoding.
+    actors_2d: int | None = None
+    actors_3d: int | None = None
+    # Whisper base on CPU transcribes ≈10x real time per core; one actor is plenty next to decoding.
+    actors_asr: int = 1
+    # Two model actors (2D + 3D) share each GPU.
+    gpus_per_model_actor: float = 0.5
+    # Model actors reserve no CPU slot: on GPU they mostly wait on the device, on CPU they would otherwise
+    # block decode tasks from being scheduled (the OS shares the cores between them).
+    cpus_per_model_actor: float = 0.0
+    # One intra-op thread per actor: with one decode task per core, more threads only oversubscribe the CPU.
+    torch_threads: int = 1
+    # A video whose worker died this many times is recorded as a failure instead of being retried again.
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("decode_tasks", "actors_2d", "actors_3d"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"stages.{name} must be >= 1 (got {value}); leave it unset for the default")
+        if self.windows_in_flight < 1 or self.decode_lookahead < 1 or self.actors_asr < 1:
+            raise ValueError("stages.windows_in_flight, decode_lookahead and actors_asr must be >= 1")
+        if self.torch_threads < 1 or self.max_attempts < 1:
+            raise ValueError("stages.torch_threads and stages.max_attempts must be >= 1")
+
+
+@dataclass
+class ShardConfig:
+    """Shard bounds: a shard closes at whichever limit comes first, and always holds whole videos."""
+
+    # 1,000 videos ≈ 10 k features per shard file: few files for the trainer's shard list, and a crash
+    # loses at most one shard of work.
+    max_videos: int = 1000
+    # 1 GiB: big enough for efficient sequential reads, small enough to buffer in the driver.
+    max_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        if self.max_videos < 1 or self.max_bytes < 1:
+            raise ValueError("shards.max_videos and shards.max_bytes must be >= 1")
+
+
+def default_whisper_dir() -> Path:
+    """Where the faster-whisper base model is assembled from the two pip packages (see :mod:`.asr`)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "mcn" / "whisper-base-ct2"
+
+
+@dataclass
+class AsrConfig:
+    """Speech recognition for videos without sidecar captions (off by default)."""
+
+    enabled: bool = False
+    backend: str = "faster-whisper"
+    model_path: str | None = None  # None: faster-whisper -> default_whisper_dir(); transformers needs a path
+    language: str | None = "en"  # None = detect per video
+    beam_size: int = 1  # greedy decoding: ~3x faster than beam 5 for a small accuracy cost
+    compute_type: str = "int8"  # faster-whisper on CPU; "float16" on GPU
+
+    def __post_init__(self) -> None:
+        if self.backend not in ASR_BACKENDS:
+            raise ValueError(f"asr.backend must be one of {ASR_BACKENDS}, got {self.backend!r}")
+        if self.enabled and self.backend == "transformers" and not self.model_path:
+            raise ValueError(
+                "asr.backend 'transformers' needs asr.model_path: a local Hugging Face Whisper folder"
+            )
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one `mcn extract` run needs."""
+
+    input: str
+    out: str
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    stages: StageConfig = field(default_factory=StageConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    retry_failed: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.input or not self.out:
+            raise ValueError("give both the input (folder or manifest) and the output store folder")
+        if Path(self.out).resolve() == Path(self.input).resolve():
+            raise ValueError("the output store must not be the input folder; pass a new folder to --out")
+
+
+def default(input: str, out: str) -> PipelineConfig:
+    """The reference recipe (ResNet-152 + ResNeXt-101 with the given weights), sized from the cluster."""
+    from mcn import extract
+
+    return PipelineConfig(input=input, out=out, extract=extract.default())
+
+
+def tiny_cpu(input: str, out: str) -> PipelineConfig:
+    """Tiny twins of both models, small shards, 2 CPUs: for tests and demos on a laptop."""
+    from mcn import extract
+
+    return PipelineConfig(
+        input=input,
+        out=out,
+        extract=extract.tiny_cpu(),
+        ray=RayConfig(num_cpus=2),
+        shards=ShardConfig(max_videos=8, max_bytes=64 << 20),
+    )
+
+
+PRESETS = {"default": default, "tiny_cpu": tiny_cpu}

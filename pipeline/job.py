@@ -1,0 +1,411 @@
+"""The extraction job: input items -> Ray stages (:mod:`.stages`) -> sharded store (:mod:`.writer`).
+
+One driver loop owns every hand-over (see :mod:`.stages` for why): it keeps ``stages.decode_tasks`` videos
+decoding, pulls a frame window from a decode task only while fewer than ``stages.windows_in_flight`` windows are
+queued at the model actors, reassembles each video's features in order, and hands whole videos to the writer.
+A video whose worker or actor died is re-queued (a fresh attempt, all of its partial results dropped) up to
+``stages.max_attempts`` times; a video whose decoding or captions fail is recorded in the failures table at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from mcn import __version__, store
+from mcn.configs import config_to_dict, save_config
+from mcn.pipeline import stages
+from mcn.pipeline.config import PipelineConfig
+from mcn.pipeline.inputs import VideoItem, read_inputs
+from mcn.pipeline.writer import CONFIG, StoreWriter, sha256_file, weights_fingerprint
+
+
+def extraction_identity(config: PipelineConfig) -> dict:
+    """What must not change between runs into one store: models, weights, word vectors, frame sampling."""
+    models, text = config.extract.models, config.extract.text
+    decode = config_to_dict(config.extract.decode)
+    for name in ("ffmpeg", "timeout_s"):  # how to decode, not what is decoded
+        decode.pop(name, None)
+    return {
+        "model_2d": models.model_2d,
+        "weights_2d": "torchvision-download"
+        if models.download_2d
+        else weights_fingerprint(models.weights_2d),
+        "model_3d": models.model_3d,
+        "weights_3d": weights_fingerprint(models.weights_3d),
+        "word_vectors": None if text.word_vectors is None else sha256_file(text.word_vectors),
+        "decode": decode,
+    }
+
+
+def start_ray(config: PipelineConfig) -> bool:
+    """Join ``ray.address`` / $RAY_ADDRESS (as under ``ray job submit``) or start a local Ray; True if started."""
+    if ray.is_initialized():
+        return False
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=config.ray.log_to_driver)
+    else:
+        ray.init(
+            num_cpus=config.ray.num_cpus,
+            num_gpus=config.ray.num_gpus,
+            include_dashboard=False,
+            log_to_driver=config.ray.log_to_driver,
+        )
+    return True
+
+
+@dataclass
+class _Video:
+    """One attempt at one video, while it is in flight."""
+
+    item: VideoItem
+    attempt: int
+    generator: Any
+    header: dict | None = None
+    expected: deque = field(default_factory=deque)  # payload kinds the generator sends next
+    feats: dict = field(default_factory=lambda: {"2d": {}, "3d": {}})  # window index -> (T, 2048)
+    num_windows: int = 0
+    decode_done: bool = False
+    captions: list | None = None
+
+
+def _is_worker_death(error: Exception) -> bool:
+    """A dead process (killed worker or actor, lost node): worth another attempt. Our own exceptions are not."""
+    return not isinstance(error, ray.exceptions.RayTaskError)
+
+
+class _Driver:
+    def __init__(self, config: PipelineConfig, writer: StoreWriter, tokenizer: Any, progress: tqdm):
+        self.config = config
+        self.writer = writer
+        self.tokenizer = tokenizer
+        self.progress = progress
+        resources = ray.cluster_resources()
+        num_cpus, num_gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+        st = config.stages
+        self.decode_slots = st.decode_tasks or max(1, num_cpus)
+        gpus = st.gpus_per_model_actor if num_gpus else 0
+        model_options = {"num_cpus": st.cpus_per_model_actor, "num_gpus": gpus}
+        self.pools = {
+            kind: stages.ActorPool(
+                [
+                    stages.ModelActor.options(**model_options).remote(kind, config.extract, st.torch_threads)
+                    for _ in range(count or max(1, num_gpus))
+                ]
+            )
+            for kind, count in (("2d", st.actors_2d), ("3d", st.actors_3d))
+        }
+        if config.asr.enabled:
+            self.pools["asr"] = stages.ActorPool(
+                [
+                    stages.AsrActor.options(num_cpus=0).remote(config.asr, "cpu", st.torch_threads)
+                    for _ in range(st.actors_asr)
+                ]
+            )
+        ray.get([actor.ready.remote() for pool in self.pools.values() for actor in pool.actors])
+        self.active: dict[str, _Video] = {}
+        self.pending: dict[
+            ray.ObjectRef, tuple[str, int, str, int]
+        ] = {}  # ref -> (video id, attempt, kind, window)
+        self.stage_seconds: Counter = Counter()
+        self.failures_by_reason: Counter = Counter()
+        self.num_done = 0
+        self.video_seconds = 0.0
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def run(self, todo: list[VideoItem]) -> None:
+        self.started = time.perf_counter()
+        queue = deque((item, 0) for item in todo)
+        while queue or self.active:
+            while queue and len(self.active) < self.decode_slots:
+                item, attempt = queue.popleft()
+                generator = stages.decode_video.options(
+                    _generator_backpressure_num_objects=2 * self.config.stages.decode_lookahead + 1
+                ).remote(item, self.config.extract, self.config.asr.enabled, self.config.stages.torch_threads)
+                self.active[item.video_id] = _Video(item, attempt, generator)
+            num_windows_in_flight = sum(kind in ("2d", "3d") for _, _, kind, _ in self.pending.values()) / 2
+            readable = [
+                v.generator
+                for v in self.active.values()
+                if not v.decode_done
+                and (
+                    v.header is None
+                    or v.expected
+                    or num_windows_in_flight < self.config.stages.windows_in_flight
+                )
+            ]
+            waitables = [*self.pending, *readable]
+            ready, _ = ray.wait(waitables, num_returns=1, timeout=5.0)
+            start = time.perf_counter()
+            for obj in ready:
+                if isinstance(obj, ray.ObjectRef):
+                    self._on_result(obj, queue)
+                else:
+                    video = next(v for v in self.active.values() if v.generator is obj)
+                    self._on_stream(video, queue)
+            self.stage_seconds["driver"] += time.perf_counter() - start
+
+    def _on_stream(self, video: _Video, queue: deque) -> None:
+        try:
+            ref = next(video.generator)
+            if video.expected:
+                self._submit(video, video.expected.popleft(), ref)
+                return
+            tag = ray.get(ref)
+        except StopIteration:
+            tag = {
+                "tag": stages.TAG_FAILED,
+                "stage": "decode",
+                "reason": "error",
+                "detail": "decode task ended early",
+            }
+        except ray.exceptions.RayError as error:
+            self._on_error(video, "decode", error, queue)
+            return
+        if tag["tag"] == stages.TAG_HEADER:
+            video.header = tag
+            video.captions = None if tag["needs_asr"] else tag["captions"]
+            if tag["needs_asr"]:
+                video.expected.append("asr")
+        elif tag["tag"] == stages.TAG_WINDOW:
+            video.expected.extend([("2d", video.num_windows), ("3d", video.num_windows)])
+            video.num_windows += 1
+        else:
+            self.stage_seconds["decode"] += tag["busy_s"]
+            if tag["tag"] == stages.TAG_END:
+                video.decode_done = True
+                self._maybe_finish(video)
+            else:
+                self._fail(video, tag["stage"], tag["reason"], tag["detail"])
+
+    def _submit(self, video: _Video, what: Any, payload_ref: ray.ObjectRef) -> None:
+        kind, window = (what, -1) if what == "asr" else what
+        ref = self.pools[kind].submit(payload_ref)
+        self.pending[ref] = (video.item.video_id, video.attempt, kind, window)
+
+    def _on_result(self, ref: ray.ObjectRef, queue: deque) -> None:
+        video_id, attempt, kind, window = self.pending.pop(ref)
+        self.pools[kind].done(ref)
+        video = self.active.get(video_id)
+        if video is None or video.attempt != attempt:
+            return  # a result of an abandoned attempt
+        try:
+            output, seconds = ray.get(ref)
+        except ray.exceptions.RayError as error:
+            self._on_error(video, f"model_{kind}" if kind != "asr" else "asr", error, queue)
+            return
+        self.stage_seconds[f"model_{kind}" if kind != "asr" else "asr"] += seconds
+        if kind == "asr":
+            video.captions = output
+        else:
+            video.feats[kind][window] = output
+        self._maybe_finish(video)
+
+    # ---- outcomes -------------------------------------------------------------------------------------------
+    def _on_error(self, video: _Video, stage: str, error: Exception, queue: deque) -> None:
+        del self.active[video.item.video_id]
+        if _is_worker_death(error) and video.attempt + 1 < self.config.stages.max_attempts:
+            queue.appendleft((video.item, video.attempt + 1))
+            return
+        reason = "worker_died" if _is_worker_death(error) else "error"
+        lines = str(error).strip().splitlines()
+        self._record_failure(video.item, stage, reason, lines[-1] if lines else type(error).__name__)
+
+    def _fail(self, video: _Video, stage: str, reason: str, detail: str) -> None:
+        del self.active[video.item.video_id]
+        self._record_failure(video.item, stage, reason, detail)
+
+    def _record_failure(self, item: VideoItem, stage: str, reason: str, detail: str) -> None:
+        self.writer.record_failures(
+            [
+                {
+                    "video_id": item.video_id,
+                    "source_path": item.video_path,
+                    "stage": stage,
+                    "reason": reason,
+                    "detail": detail,
+                }
+            ]
+        )
+        self.failures_by_reason[reason] += 1
+        self.progress.update(1)
+        self._postfix()
+
+    def _maybe_finish(self, video: _Video) -> None:
+        complete = all(len(video.feats[k]) == video.num_windows for k in ("2d", "3d"))
+        if not (video.decode_done and complete and video.captions is not None):
+            return
+        start = time.perf_counter()
+        del self.active[video.item.video_id]
+        record = self._record(video)
+        self.writer.add(record)
+        self.stage_seconds["writer"] += time.perf_counter() - start
+        self.num_done += 1
+        self.video_seconds += record.duration
+        self.progress.update(1)
+        self._postfix()
+
+    def _record(self, video: _Video) -> store.VideoRecord:
+        header, info = video.header, video.header["info"]
+        captions = video.captions
+        if self.tokenizer is not None:
+            token_ids = self.tokenizer([captions]).only()
+        else:
+            token_ids = [np.zeros(0, np.int32) for _ in captions]
+
+        def stacked(kind: str) -> np.ndarray:
+            return np.concatenate(
+                [video.feats[kind][i] for i in range(video.num_windows)] or [np.zeros((0, 2048), np.float16)]
+            )
+
+        return store.VideoRecord(
+            video_id=video.item.video_id,
+            source_path=video.item.video_path,
+            duration=info.duration,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            has_audio=info.has_audio,
+            caption_source="asr" if header["needs_asr"] else header["caption_source"],
+            extra={
+                "video_codec": info.video_codec,
+                "audio_codec": info.audio_codec,
+                "container": info.container,
+            },
+            feat_2d=stacked("2d"),
+            feat_3d=stacked("3d"),
+            logmel=header["logmel"],
+            caption_start=np.array([c[0] for c in captions], np.float32),
+            caption_end=np.array([c[1] for c in captions], np.float32),
+            caption_text=[c[2] for c in captions],
+            caption_token_ids=list(token_ids),
+        )
+
+    def _postfix(self) -> None:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.progress.set_postfix(
+            hours=f"{self.video_seconds / 3600:.3f}",
+            failed=sum(self.failures_by_reason.values()),
+            rate=f"{self.video_seconds / elapsed:.1f} video-s/s",
+            refresh=False,
+        )
+
+
+def run_extraction(config: PipelineConfig) -> dict:
+    """Extract every input video not yet in STORE into it; returns the summary (also STORE/summary.json)."""
+    job_start = time.perf_counter()
+    items, problems = read_inputs(config.input)
+    writer = StoreWriter(config.out, extraction_identity(config), config.shards)
+    writer.open()
+    started_ray = False
+    try:
+        save_config(config, Path(config.out) / CONFIG)
+        retry = set(writer.failures) if config.retry_failed else set()
+        skip = writer.done_ids | (set(writer.failures) - retry)
+        problems = [p for p in problems if p.video_id not in skip]
+        rows = [
+            {
+                "video_id": p.video_id,
+                "source_path": p.source_path,
+                "stage": "input",
+                "reason": p.reason,
+                "detail": p.detail,
+            }
+            for p in problems
+        ]
+        writer.record_failures(rows)
+        todo = [item for item in items if item.video_id not in skip]
+        tokenizer = None
+        if config.extract.text.word_vectors:
+            from mcn.extract.extractors import CaptionTokenizer
+
+            tokenizer = CaptionTokenizer(config.extract.text.word_vectors, config.extract.text.binary)
+        summary = {"inputs": len(items) + len(problems), "skipped_already_done": len(items) - len(todo)}
+        failures_by_reason = Counter(p.reason for p in problems)
+        stage_seconds, num_done, video_seconds, startup_s = {}, 0, 0.0, 0.0
+        if todo:  # else everything is already in a shard or the failures: no Ray needed
+            started_ray = start_ray(config)
+            with tqdm(total=len(todo), unit="video", desc="extract", disable=not config.progress) as progress:
+                driver = _Driver(config, writer, tokenizer, progress)
+                startup_s = time.perf_counter() - job_start
+                driver.run(todo)
+            writer.flush()
+            writer.wait()
+            failures_by_reason += driver.failures_by_reason
+            stage_seconds = {**driver.stage_seconds, "shard_write": writer.write_seconds}
+            num_done, video_seconds = driver.num_done, driver.video_seconds
+        wall_s = time.perf_counter() - job_start
+        summary.update(
+            {
+                "extracted": num_done,
+                "failed": sum(failures_by_reason.values()),
+                "failures_by_reason": dict(failures_by_reason),
+                "video_seconds": round(video_seconds, 3),
+                "wall_seconds": round(wall_s, 3),
+                "startup_seconds": round(startup_s, 3),
+                "video_seconds_per_wall_second": round(video_seconds / wall_s, 3),
+                "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+            }
+        )
+        return _finish(config, writer, tokenizer, summary)
+    finally:
+        writer.close()
+        if started_ray:
+            ray.shutdown()
+
+
+def _finish(config: PipelineConfig, writer: StoreWriter, tokenizer: Any, summary: dict) -> dict:
+    """Fold failures, write words.parquet, summary.json and the manifest (last); returns the summary."""
+    vectors = tokenizer.vectors if tokenizer is not None else None
+    manifest = {
+        "created_by": f"mcn {__version__}",
+        "extraction": writer.identity,
+        "extractors": _extractors(config, writer.identity),
+        "vocabulary": {
+            "word_vectors": config.extract.text.word_vectors,
+            "fingerprint": writer.identity["word_vectors"],
+            "dim": None if vectors is None else int(vectors.vector_size),
+            "size": None if vectors is None else len(vectors.index_to_key),
+        },
+    }
+    writer.finish(vectors, manifest, summary)
+    return summary
+
+
+def _extractors(config: PipelineConfig, identity: dict) -> dict:
+    import torch
+
+    models, decode = config.extract.models, config.extract.decode
+    extractors = {
+        "feat_2d": {
+            "model": models.model_2d,
+            "weights": models.weights_2d,
+            "weights_sha256": identity["weights_2d"],
+            "rate_hz": decode.rate_2d,
+            "size": decode.size_2d,
+        },
+        "feat_3d": {
+            "model": models.model_3d,
+            "weights": models.weights_3d,
+            "weights_sha256": identity["weights_3d"],
+            "rate_hz": decode.rate_3d,
+            "size": decode.size_3d,
+        },
+        "logmel": {"recipe": "40 mels, 16 kHz, 25 ms Hamming, 10 ms hop, dB re max"},
+        "versions": {"mcn": __version__, "torch": torch.__version__, "ray": ray.__version__},
+    }
+    if config.asr.enabled:
+        extractors["asr"] = {
+            "backend": config.asr.backend,
+            "model": config.asr.model_path or "whisper-base (pip parts)",
+        }
+    return extractors

@@ -1,0 +1,411 @@
+"""The Ray extraction job end to end, on a Ray cluster this module starts (``ray start --head``, 2 CPUs, own ports
+and temp dir; torn down by killing only that cluster's processes).
+
+Covers: the right videos in shards and the broken ones in the failures table with their reasons; features equal
+to ``mcn.extract.extract_video``; resume after a killed worker and after a SIGKILLed driver gives the same
+per-video content as an uninterrupted run; hostile ids never write outside STORE; ``ray job submit`` runs the
+job, with speech recognition for a video without captions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+from media import FFMPEG, make_video
+
+from mcn import cli, store
+from mcn.errors import MCNError
+from mcn.extract import extract_video
+from mcn.pipeline import config as pipeline_config
+from mcn.pipeline.job import run_extraction
+from mcn.pipeline.store_cli import export_video, verify_store
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+WORDS = ["cut", "the", "onion", "now", "stir", "pot", "slowly"]
+GOOD = {"cook", "silent", "plain"}
+EXPECTED_FAILURES = {"corrupt": "corrupt", "empty": "empty", "badcap": "bad_captions"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cluster_processes(temp_dir: str) -> list[psutil.Process]:
+    """Processes of the cluster started with ``temp_dir`` (its daemons carry the path) and their descendants."""
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if temp_dir in " ".join(proc.info["cmdline"] or []):
+            roots.append(proc)
+    found = {p.pid: p for p in roots}
+    for root in roots:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.update({c.pid: c for c in root.children(recursive=True)})
+    return list(found.values())
+
+
+@dataclasses.dataclass
+class Cluster:
+    address: str
+    dashboard: str
+    temp_dir: str
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    temp_dir = tempfile.mkdtemp(
+        prefix="mcnray", dir="/tmp"
+    )  # short: Ray's socket paths must stay < 108 bytes
+    port, dashboard = _free_port(), _free_port()
+    ports = {
+        name: _free_port()
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+        )
+    }
+    # No token: the default one in ~/.ray is shared with (and rewritten by) every other Ray on this machine, and a
+    # process that imported ray has already cached it. The test cluster is short-lived and listens locally.
+    auth = {"RAY_AUTH_MODE": "disabled"}
+    saved = {name: os.environ.get(name) for name in auth}
+    os.environ.update(auth)  # for this process's ray.init and the drivers the tests start
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_raylet_start_wait_time_s": "120"}
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        f"--temp-dir={temp_dir}",
+        "--node-ip-address=127.0.0.1",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        "--disable-usage-stats",
+        *[f"--{name}={value}" for name, value in ports.items()],
+    ]
+    try:
+        started = subprocess.run(command, env=env, timeout=300, capture_output=True, text=True)
+        assert started.returncode == 0, f"ray start failed: {started.stderr[-3000:]}"
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+        yield Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", temp_dir)
+    finally:
+        ray.shutdown()
+        for proc in _cluster_processes(temp_dir):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    media = root / "videos"
+    make_video(media / "cook.mp4", seconds=4, size=(160, 120))
+    (media / "cook.vtt").write_text(
+        "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\ncut the onion\n\n"
+        "00:00:02.000 --> 00:00:04.000\nnow stir the pot slowly\n"
+    )
+    make_video(media / "silent.mp4", seconds=3, size=(128, 96), audio=False, pattern="smptebars")
+    (media / "silent.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nstir the pot\n")
+    make_video(media / "plain.mp4", seconds=3, size=(96, 128), audio_hz=880)
+    (media / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    (media / "empty.mp4").write_bytes(b"")
+    make_video(media / "badcap.mp4", seconds=2)
+    (media / "badcap.json").write_text('{"start": [0.0, 1.0], "end": [1.0]')
+    vectors = np.random.default_rng(0).standard_normal((len(WORDS), 4)).round(3)
+    lines = [f"{len(WORDS)} 4"] + [
+        f"{w} " + " ".join(map(str, v)) for w, v in zip(WORDS, vectors, strict=True)
+    ]
+    (root / "vectors.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def job_config(corpus: Path, out: Path, **shards) -> pipeline_config.PipelineConfig:
+    config = pipeline_config.tiny_cpu(str(corpus / "videos"), str(out))
+    extract = dataclasses.replace(
+        config.extract,
+        text=dataclasses.replace(config.extract.text, word_vectors=str(corpus / "vectors.txt")),
+    )
+    return dataclasses.replace(
+        config, extract=extract, progress=False, shards=dataclasses.replace(config.shards, **shards)
+    )
+
+
+def store_content(root: Path) -> tuple[dict, dict]:
+    """Per-video content (features, captions, ids) and failures of a store, for comparisons."""
+    reader = store.StoreReader(root)
+    videos = {}
+    for record in reader.iter_videos():
+        videos[record.video_id] = (
+            record.feat_2d.tobytes(),
+            record.feat_3d.tobytes(),
+            record.logmel.tobytes(),
+            record.logmel.shape,
+            tuple(record.caption_text),
+            tuple(tuple(ids.tolist()) for ids in record.caption_token_ids),
+            record.caption_start.tolist(),
+            record.duration,
+            record.caption_source,
+        )
+    return videos, {f["video_id"]: f["reason"] for f in reader.failures()}
+
+
+@pytest.fixture(scope="module")
+def baseline(cluster, corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("baseline") / "store"
+    summary = run_extraction(job_config(corpus, out, max_videos=2))
+    assert summary["extracted"] == len(GOOD)
+    return out
+
+
+def test_videos_land_in_shards_and_failures_with_reasons(baseline, corpus):
+    reader = store.StoreReader(baseline)
+    assert set(reader.video_ids) == GOOD
+    assert [len(s["video_ids"]) for s in reader.manifest["shards"]] == [2, 1]
+    assert {f["video_id"]: f["reason"] for f in reader.failures()} == EXPECTED_FAILURES
+    assert verify_store(baseline) == []
+    summary = store_content(baseline)
+    assert summary[1] == EXPECTED_FAILURES
+
+    # The same features as the per-video extractor, put back together from frame windows.
+    extract_config = job_config(corpus, baseline).extract
+    expected = extract_video(corpus / "videos" / "cook.mp4", extract_config, corpus / "videos" / "cook.vtt")
+    cook = reader.read("cook")
+    # (equal up to float summation order: the actors run one torch thread, this process several)
+    np.testing.assert_allclose(cook.feat_2d.astype(np.float32), expected.feat_2d, rtol=1e-2, atol=1e-4)
+    np.testing.assert_allclose(cook.feat_3d.astype(np.float32), expected.feat_3d, rtol=1e-2, atol=1e-4)
+    assert cook.feat_2d.shape == (4, 2048) and cook.feat_3d.shape == (6, 2048)
+    np.testing.assert_array_equal(cook.logmel, expected.logmel)
+    assert cook.caption_text == ["cut the onion", "now stir the pot slowly"] and cook.caption_source == "vtt"
+    words = reader.words
+    assert [words.words[list(words.token_ids).index(i)] for i in cook.caption_token_ids[0]] == [
+        "cut",
+        "the",
+        "onion",
+    ]
+    silent = reader.read("silent")
+    assert not silent.has_audio and silent.logmel.shape == (40, 0) and silent.caption_text == ["stir the pot"]
+    assert reader.read("plain").caption_source == "none" and reader.read("plain").num_captions == 0
+
+    manifest = reader.manifest
+    assert manifest["vocabulary"]["dim"] == 4 and len(manifest["vocabulary"]["fingerprint"]) == 64
+    assert manifest["extractors"]["feat_2d"]["weights_sha256"] == "random-init"
+    assert manifest["counts"] == {**manifest["counts"], "videos": 3, "failures": 3}
+    assert (baseline / "summary.json").exists() and (baseline / "config.json").exists()
+
+
+def test_store_cli_info_verify_export(baseline, tmp_path, capsys):
+    assert cli.main(["store", "info", str(baseline)]) == 0
+    assert "videos 3" in capsys.readouterr().out
+    assert cli.main(["store", "verify", str(baseline)]) == 0
+    assert cli.main(["store", "export", str(baseline), "cook", "--out", str(tmp_path / "cook.npz")]) == 0
+    exported = np.load(tmp_path / "cook.npz")
+    record = store.StoreReader(baseline).read("cook")
+    np.testing.assert_array_equal(exported["feat_3d"], record.feat_3d)
+    assert list(exported["caption_text"]) == record.caption_text
+    paths = export_video(baseline, "cook", tmp_path / "ref", layout="reference")
+    assert [p.name for p in paths] == ["cook_2d.npz", "cook_3d.npz"]
+    np.testing.assert_array_equal(np.load(paths[0])["features"], record.feat_2d)
+    assert cli.main(["store", "export", str(baseline), "../evil", "--out", str(tmp_path / "x.npz")]) == 2
+
+
+def test_verify_finds_a_damaged_store(baseline, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(baseline, damaged)
+    first = store.list_shards(damaged)[0]
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    shutil.copy(store.list_shards(damaged)[1], damaged / store.SHARD_DIR / "shard-000009.parquet")
+    problems = verify_store(damaged)
+    assert any("unreadable" in p for p in problems) and any("not in the manifest" in p for p in problems)
+    assert cli.main(["store", "verify", str(damaged)]) == 1
+
+
+def test_rerun_is_a_no_op_and_other_configs_are_refused(baseline, corpus):
+    before = store_content(baseline)
+    summary = run_extraction(job_config(corpus, baseline, max_videos=2))
+    assert summary["extracted"] == 0 and summary["skipped_already_done"] == 6
+    assert store_content(baseline) == before
+    config = job_config(corpus, baseline)
+    other = dataclasses.replace(
+        config.extract, models=dataclasses.replace(config.extract.models, model_2d="resnet152")
+    )
+    with pytest.raises(MCNError, match="model_2d"):
+        run_extraction(dataclasses.replace(config, extract=other))
+
+
+def test_hostile_ids_never_write_outside_the_store(corpus, tmp_path):
+    video = str(corpus / "videos" / "cook.mp4")
+    manifest = tmp_path / "in" / "manifest.parquet"
+    manifest.parent.mkdir()
+    ids = ["../evil", "a/b", "x\x00y", "", "..\\up"]
+    pq.write_table(pa.table({"video_path": [video] * len(ids), "video_id": ids}), manifest)
+    before = set(tmp_path.rglob("*"))
+    config = dataclasses.replace(job_config(corpus, tmp_path / "out" / "store"), input=str(manifest))
+    summary = run_extraction(config)
+    assert summary["failures_by_reason"] == {"bad_video_id": len(ids)}
+    written = set(tmp_path.rglob("*")) - before
+    assert all((tmp_path / "out") in p.parents or p == tmp_path / "out" for p in written)
+    failures = store.read_failures(tmp_path / "out" / "store")
+    assert sorted(f["video_id"] for f in failures) == sorted(ids)
+    assert all(f["stage"] == "input" for f in failures)
+    (tmp_path / "bad.csv").write_text("path\nx.mp4\n")
+    assert cli.main(["extract", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "s2")]) == 2
+
+
+def _kill_when_busy(temp_dir: str, titles: list[str], killed: list[str], stop: threading.Event) -> None:
+    """SIGKILL the first process of the cluster running each of ``titles`` (Ray's process titles)."""
+    remaining = list(titles)
+    while remaining and not stop.is_set():
+        for proc in _cluster_processes(temp_dir):
+            try:
+                title = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+            match = next((t for t in remaining if title.startswith(t)), None)
+            if match:
+                proc.send_signal(signal.SIGKILL)
+                killed.append(match)
+                remaining.remove(match)
+        time.sleep(0.05)
+
+
+def test_killed_workers_resume_to_the_same_content(cluster, baseline, corpus, tmp_path):
+    killed: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_kill_when_busy,
+        args=(cluster.temp_dir, ["ray::decode_video", "ray::ModelActor.run"], killed, stop),
+    )
+    watcher.start()
+    try:
+        run_extraction(job_config(corpus, tmp_path / "store", max_videos=1))
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed, "no worker was caught mid-task"
+    assert store_content(tmp_path / "store") == store_content(baseline)
+    assert verify_store(tmp_path / "store") == []
+
+
+def test_killed_driver_resumes_to_the_same_content(cluster, baseline, corpus, tmp_path):
+    out = tmp_path / "store"
+    command = [
+        sys.executable,
+        "-m",
+        "mcn",
+        "extract",
+        str(corpus / "videos"),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny_cpu",
+        "--word-vectors",
+        str(corpus / "vectors.txt"),
+        "--address",
+        cluster.address,
+        "--max-videos-per-shard",
+        "1",
+        "--no-progress",
+    ]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not store.list_shards(out) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert driver.returncode == -signal.SIGKILL, driver.stderr.read().decode()[-2000:]
+    assert not (out / store.MANIFEST).exists()
+    summary = run_extraction(job_config(corpus, out, max_videos=1))
+    assert summary["skipped_already_done"] >= 1
+    assert store_content(out) == store_content(baseline)
+    assert verify_store(out) == []
+
+
+def test_ray_job_submit_with_speech_recognition(cluster, corpus, tmp_path):
+    from mcn.sample_speech import SpeechSynthesizer, write_wav
+
+    speech = SpeechSynthesizer()("Slice the tomato and boil the pasta.")
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, speech.samples.astype(np.float32) / 32768.0, speech.sample_rate)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    subprocess.run(
+        [
+            FFMPEG,
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=96x64:rate=25:duration={speech.duration:.2f}",
+            "-i",
+            str(wav),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(videos / "talk.mp4"),
+        ],
+        check=True,
+    )
+    out = tmp_path / "store"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    submit = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard,
+        "--",
+        sys.executable,
+        "-m",
+        "mcn",
+        "extract",
+        str(videos),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny_cpu",
+        "--asr",
+        "--no-progress",
+    ]
+    result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = store.StoreReader(out).read("talk")
+    assert record.caption_source == "asr"
+    heard = " ".join(record.caption_text).lower()
+    assert {"slice", "tomato", "boil", "pasta"} <= set(heard.replace(".", " ").replace(",", " ").split())
+    assert 0.0 <= record.caption_start[0] < record.caption_end[-1] <= speech.duration + 1.0

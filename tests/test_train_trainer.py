@@ -1,0 +1,167 @@
+"""The trainer on a tiny synthetic store: loss goes down, checkpoints are complete, a killed run resumes exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from train_store import make_store
+
+from mcn.cli import main
+from mcn.train import checkpoint as ckpt
+from mcn.train import config as presets
+from mcn.train.trainer import train, warmup_cosine
+
+MCN = [sys.executable, "-m", "mcn"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MCN_DEBUG": ""}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    make_store(root, [6, 6], seconds=8)
+    return root
+
+
+def tiny_config(store, **schedule):
+    config = presets.tiny()
+    return replace(
+        config,
+        data=replace(config.data, store=str(store)),
+        schedule=replace(config.schedule, **schedule),
+        logging=replace(config.logging, tensorboard=True, plot=True),
+    )
+
+
+def test_warmup_cosine_schedule():
+    factor = warmup_cosine(warmup_steps=10, total_steps=110)
+    assert factor(0) == 0 and factor(5) == 0.5 and factor(10) == 1.0
+    assert factor(60) == pytest.approx(0.5)
+    assert factor(110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_training_lowers_the_loss_and_writes_complete_checkpoints(store, tmp_path):
+    run = tmp_path / "run"
+    summary = train(tiny_config(store, epochs=4), run)  # 12 videos / 4 per batch = 3 steps per epoch
+    assert summary["steps"] == 12
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    for name in ("loss", "contrastive_loss", "cluster_loss", "reconstruction_loss", "lr", "clips_per_s"):
+        assert all(name in r for r in records), name
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert sum(r["reconstruction_loss"] for r in records[-3:]) < sum(
+        r["reconstruction_loss"] for r in records[:3]
+    )
+
+    root = run / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step-000012"
+    assert sorted(p.name for p in root.glob("step-*")) == ["step-000010", "step-000012"]  # keep_last=2
+    folder = root / "step-000012"
+    for name in ("model.pt", "trainer.pt", "rng-rank-0.pt"):
+        torch.load(folder / name, weights_only=True)  # plain tensors and containers only
+    trainer = torch.load(folder / "trainer.pt", weights_only=True)
+    assert trainer["step"] == 12 and trainer["loader"]["epoch"] == 3
+    assert trainer["kmeans"]["centroids"].shape == (4, 24) and "queue" in trainer["kmeans"]
+    assert json.loads((run / "config.json").read_text())["model"]["word_dim"] == 6  # from the store's words
+    assert (run / "loss_curves.png").stat().st_size > 0
+    assert any((run / "tensorboard").iterdir())
+
+    model, model_config = ckpt.load_model(run)
+    assert not model.training and model_config.word_dim == 6
+    saved = torch.load(folder / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_run_with_checkpoints_needs_resume(store, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(store, max_steps=2), run)
+    with pytest.raises(ValueError, match="--resume"):
+        train(tiny_config(store, max_steps=4), run)
+
+
+def mcn_train(store, run, *extra):
+    args = [*MCN, "train", "--store", str(store), "--out", str(run), "--preset", "tiny", "--epochs", "4"]
+    return [*args, "--max-steps", "10", "--checkpoint-every", "2", "--keep-last", "5", *extra]
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(store, tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(mcn_train(store, straight), env=ENV, check=True, capture_output=True, timeout=600)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        mcn_train(store, killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.monotonic() + 300
+    while not (latest.exists() and latest.read_text().strip() >= "step-000004"):
+        assert process.poll() is None and time.monotonic() < deadline, (
+            "the run ended before it could be killed"
+        )
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = latest.read_text().strip()
+    assert stopped_at < "step-000010", "the run finished before the kill"
+
+    result = subprocess.run(
+        mcn_train(store, killed, "--resume"), env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stdout + result.stderr
+
+    final_a = torch.load(straight / "checkpoints" / "step-000010" / "model.pt", weights_only=True)
+    final_b = torch.load(killed / "checkpoints" / "step-000010" / "model.pt", weights_only=True)
+    assert final_a.keys() == final_b.keys()
+    for name in final_a:
+        torch.testing.assert_close(final_b[name], final_a[name], rtol=0, atol=0, msg=name)
+    state_a = torch.load(straight / "checkpoints" / "step-000010" / "trainer.pt", weights_only=True)
+    state_b = torch.load(killed / "checkpoints" / "step-000010" / "trainer.pt", weights_only=True)
+    torch.testing.assert_close(state_b["kmeans"]["centroids"], state_a["kmeans"]["centroids"], rtol=0, atol=0)
+    torch.testing.assert_close(state_b["kmeans"]["queue"], state_a["kmeans"]["queue"], rtol=0, atol=0)
+    assert state_b["loader"] == state_a["loader"]
+
+
+def test_convert_checkpoint_round_trip(store, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(store, max_steps=1), run)
+    reference = tmp_path / "model.pth"
+    assert main(["train", "convert-checkpoint", str(run), str(reference)]) == 0
+    state = torch.load(reference, weights_only=True)
+    assert "GU_video.fc.weight" in state
+    back = tmp_path / "imported"
+    assert main(["train", "convert-checkpoint", str(reference), str(back)]) == 0
+    assert "mcn step folder" in capsys.readouterr().out
+    original, _ = ckpt.load_model(run)
+    imported, _ = ckpt.load_model(back)
+    from_pth, _ = ckpt.load_model(reference)
+    for name, value in original.state_dict().items():
+        assert torch.equal(imported.state_dict()[name], value), name
+        assert torch.equal(from_pth.state_dict()[name], value), name
+
+
+def test_cli_help_and_bad_arguments_are_one_line(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MCN_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "torchrun" in out and "convert-checkpoint" in out
+    cases = [
+        (["--store", str(tmp_path / "missing"), "--out", str(tmp_path / "r")], "missing"),
+        (["--out", str(tmp_path / "r")], "--store"),
+        (["--store", str(store), "--out", str(tmp_path / "r"), "--batch-videos", "0"], "batch_videos"),
+        (
+            ["--store", str(store), "--out", str(tmp_path / "r"), "--preset", "tiny", "--batch-videos", "64"],
+            "batch size",
+        ),
+        (["convert-checkpoint", str(tmp_path / "nothing"), str(tmp_path / "x.pth")], "does not exist"),
+    ]
+    for args, needle in cases:
+        assert main(["train", *args]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mcn train: error:"), lines

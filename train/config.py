@@ -1,0 +1,204 @@
+"""The training job's typed config: nested dataclasses validated on construction, and named presets.
+
+Presets: :func:`reference` (the spec's recipe), :func:`demo_cpu` (a few-minute CPU run on the sample corpus)
+and :func:`tiny` (tests). The word-vector size is resolved from the store's word table when training starts
+(:func:`resolve_for_store`), so a GloVe-50 store trains a 50-d text branch without editing the preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from mcn.train import model as model_presets
+from mcn.train.clips import ClipOptions
+from mcn.train.model import ModelConfig
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from and how they are cut. ``batch_videos`` is the global batch (all ranks together)."""
+
+    store: str = ""
+    batch_videos: int = 128
+    num_clips: int = 32  # clips per video (n_pair)
+    min_time: float = 10.0
+    max_frames: int = 1000
+    max_words: int = 20
+    clamp_audio_start: bool = True  # False = the reference's negative-start slice
+    num_workers: int = 8  # loader processes per rank
+    prefetch_factor: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_videos < 1:
+            raise ValueError(f"data.batch_videos must be >= 1, got {self.batch_videos}")
+        if self.num_workers < 0 or self.prefetch_factor < 1:
+            raise ValueError("data.num_workers must be >= 0 and data.prefetch_factor >= 1")
+        self.clip_options()  # validates the clip fields
+
+    def clip_options(self) -> ClipOptions:
+        return ClipOptions(
+            self.num_clips, self.min_time, self.max_frames, self.max_words, self.clamp_audio_start
+        )
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # max global grad norm; 0 = no clipping (the reference)
+    fused: bool = False  # fused Adam kernel (CUDA only)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
+            raise ValueError(
+                "optim.lr and optim.eps must be > 0; optim.weight_decay and optim.grad_clip >= 0"
+            )
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warm-up then half-cosine to 0 over all steps, stepped per iteration."""
+
+    epochs: int = 30
+    warmup_steps: int = 5000
+    max_steps: int = 0  # > 0 stops (and ends the cosine) after this many steps
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.warmup_steps < 0 or self.max_steps < 0:
+            raise ValueError("schedule.epochs must be >= 1, warmup_steps and max_steps >= 0")
+
+
+@dataclass
+class KMeansConfig:
+    """Online k-means on the fused embeddings (the spec's clustering loss)."""
+
+    enabled: bool = True
+    num_clusters: int = 256
+    queue_steps: int = 20  # steps of fused vectors kept in the queue
+    fit_every: int = 20  # steps between full fits
+    max_iter: int = 100
+    tol: float = 1e-4  # squared centroid shift that stops a fit
+    weight: float = 1.0  # weight of cluster_loss in the total
+    fused_only: bool = False  # the reference's `mean=1` variant: one cross-entropy on the fused vector
+
+    def __post_init__(self) -> None:
+        if self.num_clusters < 1 or self.queue_steps < 0 or self.fit_every < 1 or self.max_iter < 1:
+            raise ValueError("kmeans.num_clusters, fit_every and max_iter must be >= 1; queue_steps >= 0")
+        if self.tol < 0 or self.weight < 0:
+            raise ValueError("kmeans.tol and kmeans.weight must be >= 0")
+
+
+@dataclass
+class PrecisionConfig:
+    dtype: str = "fp16"  # autocast dtype; fp16 uses a GradScaler
+    tf32: bool = True
+    cudnn_benchmark: bool = True
+    compile: bool = False  # torch.compile the model
+
+    def __post_init__(self) -> None:
+        if self.dtype not in PRECISIONS:
+            raise ValueError(f"precision.dtype must be one of {PRECISIONS}, got {self.dtype!r}")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 1000  # also saved at the end of every epoch and of the run
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1 or self.keep_last < 1:
+            raise ValueError("checkpoint.every_steps and checkpoint.keep_last must be >= 1")
+
+
+@dataclass
+class LoggingConfig:
+    every_steps: int = 10  # JSONL / TensorBoard interval
+    progress: bool = True  # tqdm bar on rank 0
+    tensorboard: bool = True
+    plot: bool = True  # loss-curve PNG at the end
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1:
+            raise ValueError("logging.every_steps must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=model_presets.reference)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = 1
+    device: str = "auto"  # auto = the local GPU if there is one
+    # Batch-norm statistics over the global batch (GPUs only). Off = per-rank statistics, as the reference's
+    # DataParallel replicas computed them.
+    sync_batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.kmeans.enabled and self.kmeans.queue_steps and self.data.num_clips < 2:
+            raise ValueError("the k-means queue keeps half of each video's clips; use data.num_clips >= 2")
+
+
+def reference() -> TrainConfig:
+    """The spec's recipe: Adam 1e-4, warm-up 5000 then cosine, 30 epochs, 128 videos x 32 clips, K=256, fp16."""
+    return TrainConfig()
+
+
+def demo_cpu() -> TrainConfig:
+    """A small model that trains on the sample corpus in a few minutes on 2 CPU cores."""
+    return TrainConfig(
+        data=DataConfig(batch_videos=8, num_clips=16, max_frames=1000, num_workers=1),
+        model=replace(model_presets.tiny(), video_dim=4096, embed_dim=128, recon_hidden=64),
+        schedule=ScheduleConfig(epochs=40, warmup_steps=20, max_steps=150),
+        kmeans=KMeansConfig(num_clusters=16, queue_steps=4, fit_every=4, max_iter=20),
+        precision=PrecisionConfig(dtype="fp32", tf32=False, cudnn_benchmark=False),
+        checkpoint=CheckpointConfig(every_steps=50, keep_last=2),
+        logging=LoggingConfig(every_steps=5),
+        optim=OptimConfig(lr=1e-3),
+        device="cpu",
+    )
+
+
+def tiny() -> TrainConfig:
+    """Seconds-long CPU runs for tests."""
+    return TrainConfig(
+        data=DataConfig(batch_videos=4, num_clips=4, max_frames=200, max_words=8, num_workers=0),
+        model=replace(model_presets.tiny(), video_dim=4096),
+        optim=OptimConfig(lr=1e-3),
+        schedule=ScheduleConfig(epochs=2, warmup_steps=2, max_steps=0),
+        kmeans=KMeansConfig(num_clusters=4, queue_steps=2, fit_every=2, max_iter=10),
+        precision=PrecisionConfig(dtype="fp32", tf32=False, cudnn_benchmark=False),
+        checkpoint=CheckpointConfig(every_steps=2, keep_last=2),
+        logging=LoggingConfig(every_steps=1, progress=False, tensorboard=False, plot=False),
+        device="cpu",
+    )
+
+
+PRESETS = {"reference": reference, "demo_cpu": demo_cpu, "tiny": tiny}
+
+
+def resolve_for_store(config: TrainConfig, word_dim: int, video_dim: int) -> tuple[TrainConfig, list[str]]:
+    """The config with the model's input sizes taken from the store; returns notes about what changed."""
+    notes = []
+    model = config.model
+    if model.word_dim != word_dim:
+        notes.append(f"model.word_dim {model.word_dim} -> {word_dim} (the store's word vectors)")
+        model = replace(model, word_dim=word_dim)
+    if model.video_dim != video_dim:
+        notes.append(f"model.video_dim {model.video_dim} -> {video_dim} (the store's 2D + 3D features)")
+        model = replace(model, video_dim=video_dim)
+    return replace(config, model=model), notes

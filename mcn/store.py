@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mcn.configs import write_json_atomic
@@ -161,22 +162,29 @@ def _record_to_row(record: VideoRecord) -> dict:
     return row
 
 
-def _row_to_record(row: dict) -> VideoRecord:
-    record = VideoRecord(video_id=row["video_id"])
+def _record_from_table(table: pa.Table) -> VideoRecord:
+    """The first row of a (one-row-group) table as a record; arrays are views of Arrow buffers, not copies."""
+    names = set(table.column_names)
+    record = VideoRecord(video_id=table.column("video_id")[0].as_py())
     for name in META_COLUMNS:
-        if name in row:
-            value = row[name]
+        if name in names:
+            value = table.column(name)[0].as_py()
             setattr(record, name, json.loads(value) if name == "extra" else value)
     for name in ARRAY_COLUMNS:
-        if name in row:
+        if name in names:
             dtype = np.dtype(FEATURE_SPECS[name]["dtype"]).newbyteorder("<")
-            array = np.frombuffer(row[name], dtype=dtype).reshape(row[f"{name}_shape"])
+            shape = table.column(f"{name}_shape")[0].values.to_numpy()
+            array = np.frombuffer(table.column(name)[0].as_buffer(), dtype=dtype).reshape(shape)
             setattr(record, name, array.astype(FEATURE_SPECS[name]["dtype"], copy=False))
-    if "caption_start" in row:
-        record.caption_start = np.asarray(row["caption_start"], np.float32)
-        record.caption_end = np.asarray(row["caption_end"], np.float32)
-        record.caption_text = list(row["caption_text"])
-        record.caption_token_ids = [np.asarray(ids, np.int32) for ids in row["caption_token_ids"]]
+    if "caption_start" in names:
+        record.caption_start = table.column("caption_start")[0].values.to_numpy(zero_copy_only=False)
+        record.caption_end = table.column("caption_end")[0].values.to_numpy(zero_copy_only=False)
+        record.caption_text = table.column("caption_text")[0].as_py()
+        token_lists = table.column("caption_token_ids")[0].values
+        record.caption_token_ids = [
+            token_lists[i].values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+            for i in range(len(token_lists))
+        ]
     return record
 
 
@@ -232,10 +240,16 @@ def shard_video_ids(path: str | Path) -> list[str]:
     return pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist()
 
 
+def shard_caption_counts(path: str | Path) -> np.ndarray:
+    """Captions per video of a shard, in row-group order (reads one small column)."""
+    column = pq.read_table(path, columns=["caption_start"]).column("caption_start")
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def read_shard_video(path: str | Path, row_group: int, fields: Sequence[str] | None = None) -> VideoRecord:
     """One video from a shard, reading only its row group (and only the asked-for columns)."""
     table = pq.ParquetFile(path).read_row_group(row_group, columns=_columns_for(fields))
-    return _row_to_record(table.to_pylist()[0])
+    return _record_from_table(table)
 
 
 def iter_shard(path: str | Path, fields: Sequence[str] | None = None) -> Iterator[VideoRecord]:
@@ -243,7 +257,7 @@ def iter_shard(path: str | Path, fields: Sequence[str] | None = None) -> Iterato
     parquet = pq.ParquetFile(path)
     columns = _columns_for(fields)
     for index in range(parquet.num_row_groups):
-        yield _row_to_record(parquet.read_row_group(index, columns=columns).to_pylist()[0])
+        yield _record_from_table(parquet.read_row_group(index, columns=columns))
 
 
 def list_shards(root: str | Path) -> list[Path]:

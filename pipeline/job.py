@@ -9,6 +9,7 @@ A video whose worker or actor died is re-queued (a fresh attempt, all of its par
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter, deque
@@ -20,30 +21,12 @@ import numpy as np
 import ray
 from tqdm import tqdm
 
-from mcn import __version__, store
-from mcn.configs import config_to_dict, save_config
+from mcn import store
+from mcn.configs import save_config
 from mcn.pipeline import stages
 from mcn.pipeline.config import PipelineConfig
 from mcn.pipeline.inputs import VideoItem, read_inputs
-from mcn.pipeline.writer import CONFIG, StoreWriter, sha256_file, weights_fingerprint
-
-
-def extraction_identity(config: PipelineConfig) -> dict:
-    """What must not change between runs into one store: models, weights, word vectors, frame sampling."""
-    models, text = config.extract.models, config.extract.text
-    decode = config_to_dict(config.extract.decode)
-    for name in ("ffmpeg", "timeout_s"):  # how to decode, not what is decoded
-        decode.pop(name, None)
-    return {
-        "model_2d": models.model_2d,
-        "weights_2d": "torchvision-download"
-        if models.download_2d
-        else weights_fingerprint(models.weights_2d),
-        "model_3d": models.model_3d,
-        "weights_3d": weights_fingerprint(models.weights_3d),
-        "word_vectors": None if text.word_vectors is None else sha256_file(text.word_vectors),
-        "decode": decode,
-    }
+from mcn.pipeline.writer import CONFIG, StoreWriter, extraction_identity, manifest_header
 
 
 def start_ray(config: PipelineConfig) -> bool:
@@ -111,19 +94,20 @@ class _Driver:
                     for _ in range(st.actors_asr)
                 ]
             )
-        ray.get([actor.ready.remote() for pool in self.pools.values() for actor in pool.actors])
+        warm_ups = [stages.warm_up_decoder.remote(st.torch_threads) for _ in range(self.decode_slots)]
+        ray.get([actor.ready.remote() for pool in self.pools.values() for actor in pool.actors] + warm_ups)
         self.active: dict[str, _Video] = {}
-        self.pending: dict[
-            ray.ObjectRef, tuple[str, int, str, int]
-        ] = {}  # ref -> (video id, attempt, kind, window)
-        self.stage_seconds: Counter = Counter()
+        # ref -> (video id, attempt, kind, window index)
+        self.pending: dict[ray.ObjectRef, tuple[str, int, str, int]] = {}
+        self.stage_seconds: Counter = Counter()  # wall seconds inside each stage's work
+        self.stage_cpu_seconds: Counter = Counter()  # CPU seconds of the same
         self.failures_by_reason: Counter = Counter()
         self.num_done = 0
         self.video_seconds = 0.0
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def run(self, todo: list[VideoItem]) -> None:
-        self.started = time.perf_counter()
+        self.started, driver_cpu = time.perf_counter(), stages.cpu_seconds()
         queue = deque((item, 0) for item in todo)
         while queue or self.active:
             while queue and len(self.active) < self.decode_slots:
@@ -144,15 +128,19 @@ class _Driver:
                 )
             ]
             waitables = [*self.pending, *readable]
+            assert waitables, "videos in flight but nothing to wait for"
             ready, _ = ray.wait(waitables, num_returns=1, timeout=5.0)
-            start = time.perf_counter()
+            start, writer_before = time.perf_counter(), self.stage_seconds["writer"]
             for obj in ready:
                 if isinstance(obj, ray.ObjectRef):
                     self._on_result(obj, queue)
                 else:
                     video = next(v for v in self.active.values() if v.generator is obj)
                     self._on_stream(video, queue)
-            self.stage_seconds["driver"] += time.perf_counter() - start
+            writer_s = self.stage_seconds["writer"] - writer_before  # counted as its own stage
+            self.stage_seconds["driver"] += time.perf_counter() - start - writer_s
+        # The driver process as a whole (its loop, (de)serialisation, the writer thread).
+        self.stage_cpu_seconds["driver_process"] = stages.cpu_seconds() - driver_cpu
 
     def _on_stream(self, video: _Video, queue: deque) -> None:
         try:
@@ -167,6 +155,8 @@ class _Driver:
                 "stage": "decode",
                 "reason": "error",
                 "detail": "decode task ended early",
+                "busy_s": 0.0,
+                "cpu_s": 0.0,
             }
         except ray.exceptions.RayError as error:
             self._on_error(video, "decode", error, queue)
@@ -181,6 +171,7 @@ class _Driver:
             video.num_windows += 1
         else:
             self.stage_seconds["decode"] += tag["busy_s"]
+            self.stage_cpu_seconds["decode"] += tag["cpu_s"]
             if tag["tag"] == stages.TAG_END:
                 video.decode_done = True
                 self._maybe_finish(video)
@@ -199,11 +190,13 @@ class _Driver:
         if video is None or video.attempt != attempt:
             return  # a result of an abandoned attempt
         try:
-            output, seconds = ray.get(ref)
+            output, timer = ray.get(ref)
         except ray.exceptions.RayError as error:
             self._on_error(video, f"model_{kind}" if kind != "asr" else "asr", error, queue)
             return
-        self.stage_seconds[f"model_{kind}" if kind != "asr" else "asr"] += seconds
+        stage = f"model_{kind}" if kind != "asr" else "asr"
+        self.stage_seconds[stage] += timer.wall_s
+        self.stage_cpu_seconds[stage] += timer.cpu_s
         if kind == "asr":
             video.captions = output
         else:
@@ -211,8 +204,15 @@ class _Driver:
         self._maybe_finish(video)
 
     # ---- outcomes -------------------------------------------------------------------------------------------
-    def _on_error(self, video: _Video, stage: str, error: Exception, queue: deque) -> None:
+    def _abandon(self, video: _Video) -> None:
+        """Forget an attempt; its decode task is cancelled so it does not hold a CPU slot blocked on backpressure."""
         del self.active[video.item.video_id]
+        if not video.decode_done:
+            with contextlib.suppress(ray.exceptions.RayError, ValueError):
+                ray.cancel(video.generator)
+
+    def _on_error(self, video: _Video, stage: str, error: Exception, queue: deque) -> None:
+        self._abandon(video)
         if _is_worker_death(error) and video.attempt + 1 < self.config.stages.max_attempts:
             queue.appendleft((video.item, video.attempt + 1))
             return
@@ -221,7 +221,7 @@ class _Driver:
         self._record_failure(video.item, stage, reason, lines[-1] if lines else type(error).__name__)
 
     def _fail(self, video: _Video, stage: str, reason: str, detail: str) -> None:
-        del self.active[video.item.video_id]
+        self._abandon(video)
         self._record_failure(video.item, stage, reason, detail)
 
     def _record_failure(self, item: VideoItem, stage: str, reason: str, detail: str) -> None:
@@ -311,6 +311,7 @@ def run_extraction(config: PipelineConfig) -> dict:
         save_config(config, Path(config.out) / CONFIG)
         retry = set(writer.failures) if config.retry_failed else set()
         skip = writer.done_ids | (set(writer.failures) - retry)
+        num_inputs = len(items) + len(problems)
         problems = [p for p in problems if p.video_id not in skip]
         rows = [
             {
@@ -329,9 +330,9 @@ def run_extraction(config: PipelineConfig) -> dict:
             from mcn.extract.extractors import CaptionTokenizer
 
             tokenizer = CaptionTokenizer(config.extract.text.word_vectors, config.extract.text.binary)
-        summary = {"inputs": len(items) + len(problems), "skipped_already_done": len(items) - len(todo)}
+        summary = {"inputs": num_inputs, "skipped_already_done": num_inputs - len(todo) - len(problems)}
         failures_by_reason = Counter(p.reason for p in problems)
-        stage_seconds, num_done, video_seconds, startup_s = {}, 0, 0.0, 0.0
+        stage_seconds, stage_cpu_seconds, num_done, video_seconds, startup_s = {}, {}, 0, 0.0, 0.0
         if todo:  # else everything is already in a shard or the failures: no Ray needed
             started_ray = start_ray(config)
             with tqdm(total=len(todo), unit="video", desc="extract", disable=not config.progress) as progress:
@@ -342,6 +343,7 @@ def run_extraction(config: PipelineConfig) -> dict:
             writer.wait()
             failures_by_reason += driver.failures_by_reason
             stage_seconds = {**driver.stage_seconds, "shard_write": writer.write_seconds}
+            stage_cpu_seconds = dict(driver.stage_cpu_seconds)
             num_done, video_seconds = driver.num_done, driver.video_seconds
         wall_s = time.perf_counter() - job_start
         summary.update(
@@ -354,6 +356,7 @@ def run_extraction(config: PipelineConfig) -> dict:
                 "startup_seconds": round(startup_s, 3),
                 "video_seconds_per_wall_second": round(video_seconds / wall_s, 3),
                 "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+                "stage_cpu_seconds": {k: round(v, 3) for k, v in stage_cpu_seconds.items()},
             }
         )
         return _finish(config, writer, tokenizer, summary)
@@ -366,46 +369,5 @@ def run_extraction(config: PipelineConfig) -> dict:
 def _finish(config: PipelineConfig, writer: StoreWriter, tokenizer: Any, summary: dict) -> dict:
     """Fold failures, write words.parquet, summary.json and the manifest (last); returns the summary."""
     vectors = tokenizer.vectors if tokenizer is not None else None
-    manifest = {
-        "created_by": f"mcn {__version__}",
-        "extraction": writer.identity,
-        "extractors": _extractors(config, writer.identity),
-        "vocabulary": {
-            "word_vectors": config.extract.text.word_vectors,
-            "fingerprint": writer.identity["word_vectors"],
-            "dim": None if vectors is None else int(vectors.vector_size),
-            "size": None if vectors is None else len(vectors.index_to_key),
-        },
-    }
-    writer.finish(vectors, manifest, summary)
+    writer.finish(vectors, manifest_header(config, writer.identity, vectors), summary)
     return summary
-
-
-def _extractors(config: PipelineConfig, identity: dict) -> dict:
-    import torch
-
-    models, decode = config.extract.models, config.extract.decode
-    extractors = {
-        "feat_2d": {
-            "model": models.model_2d,
-            "weights": models.weights_2d,
-            "weights_sha256": identity["weights_2d"],
-            "rate_hz": decode.rate_2d,
-            "size": decode.size_2d,
-        },
-        "feat_3d": {
-            "model": models.model_3d,
-            "weights": models.weights_3d,
-            "weights_sha256": identity["weights_3d"],
-            "rate_hz": decode.rate_3d,
-            "size": decode.size_3d,
-        },
-        "logmel": {"recipe": "40 mels, 16 kHz, 25 ms Hamming, 10 ms hop, dB re max"},
-        "versions": {"mcn": __version__, "torch": torch.__version__, "ray": ray.__version__},
-    }
-    if config.asr.enabled:
-        extractors["asr"] = {
-            "backend": config.asr.backend,
-            "model": config.asr.model_path or "whisper-base (pip parts)",
-        }
-    return extractors

@@ -17,6 +17,8 @@ a dead worker, and writes whole videos.
 from __future__ import annotations
 
 import os
+import resource
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,23 +30,56 @@ from mcn.extract import ExtractConfig
 from mcn.pipeline.config import AsrConfig
 from mcn.pipeline.inputs import VideoItem
 
-# A decode task yields small tag dicts, each followed by ``num_payloads`` large objects the driver never fetches.
-TAG_HEADER = (
-    "header"  # {"info", "logmel", "captions", "caption_source", "needs_asr"}; then the waveform if ASR
-)
-TAG_WINDOW = "window"  # {"start_s"}; then frames_2d (T,H,W,3) uint8 and frames_3d (T,112,112,3) uint8
+# A decode task yields small tag dicts, each followed by ``num_payloads`` large objects the driver never fetches:
+# header {"info", "logmel", "captions", "caption_source", "needs_asr"}, then the waveform when ASR is needed;
+# window {"start_s"}, then frames_2d (T,H,W,3) uint8 and frames_3d (T,112,112,3) uint8; end; failed {"stage",
+# "reason", "detail"}. Every tag also carries the decode task's busy wall and CPU seconds so far.
+TAG_HEADER, TAG_WINDOW, TAG_END, TAG_FAILED = "header", "window", "end", "failed"
 CLIP_FRAMES = 16
 FEATURE_DIM = 2048
-TAG_END = "end"  # every window was sent
-TAG_FAILED = "failed"  # {"stage", "reason", "detail"}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads). Child processes (the decoder's, ffmpeg) are not included."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+class StageTimer:
+    """Wall and CPU seconds spent inside ``with timer:`` blocks."""
+
+    def __init__(self) -> None:
+        self.wall_s = self.cpu_s = 0.0
+
+    def __enter__(self) -> StageTimer:
+        self._wall, self._cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s += time.perf_counter() - self._wall
+        self.cpu_s += cpu_seconds() - self._cpu
 
 
 def _limit_threads(num_threads: int) -> None:
-    """One process per core: keep torch/BLAS from starting a thread per core in every worker."""
-    import torch
+    """One process per core: keep torch/OpenMP from starting a thread per core in every worker.
 
-    torch.set_num_threads(num_threads)
+    torch is only configured where it is already loaded (model actors); decode workers never import it.
+    """
     os.environ["OMP_NUM_THREADS"] = str(num_threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(num_threads)
+
+
+@ray.remote(num_cpus=1)
+def warm_up_decoder(torch_threads: int) -> bool:
+    """Start a decode worker and import the decoding stack (librosa, decord) before the clock starts.
+
+    Ray reuses the worker for the decode tasks that follow, so the first videos do not pay for the imports.
+    """
+    _limit_threads(torch_threads)
+    from mcn.extract import audio, decode, text  # noqa: F401
+
+    return True
 
 
 def decode_stream(item: VideoItem, config: ExtractConfig, asr_enabled: bool) -> Iterator[tuple[dict, list]]:
@@ -113,13 +148,16 @@ def decode_video(
     belong to the dead attempt), which keeps every video's windows from one decode pass.
     """
     _limit_threads(torch_threads)
-    busy_s, resumed = 0.0, time.perf_counter()
-    for tag, payloads in decode_stream(item, config, asr_enabled):
-        busy_s += time.perf_counter() - resumed
-        yield {**tag, "num_payloads": len(payloads), "busy_s": busy_s}
+    timer, stream = StageTimer(), decode_stream(item, config, asr_enabled)
+    while True:
+        with timer:  # time blocked by backpressure (in the yields below) is not decoding time
+            step = next(stream, None)
+        if step is None:
+            return
+        tag, payloads = step
+        yield {**tag, "num_payloads": len(payloads), "busy_s": timer.wall_s, "cpu_s": timer.cpu_s}
         for payload in payloads:  # noqa: UP028 (Ray calls send() on the generator; a list iterator has none)
             yield payload
-        resumed = time.perf_counter()  # time blocked by backpressure is not decoding time
 
 
 def build_model_extractor(kind: str, config: ExtractConfig) -> Any:
@@ -141,35 +179,39 @@ def build_model_extractor(kind: str, config: ExtractConfig) -> Any:
     )
 
 
-@ray.remote(max_restarts=4, max_task_retries=0)
+@ray.remote(max_restarts=-1, max_task_retries=2)
 class ModelActor:
-    """One network loaded once; ``__call__`` maps a frame window to (T, 2048) float16 features.
+    """One network loaded once; ``run`` maps a frame window to ((T, 2048) float16 features, busy seconds).
 
-    ``max_restarts``: a killed actor comes back (the driver re-queues the videos whose calls died with it);
-    ``max_task_retries=0`` because the driver, not Ray, decides what to redo.
+    A killed actor comes back (``max_restarts=-1``) and Ray re-sends the calls it had in flight or that arrived
+    while it restarted (``max_task_retries=2``; a call is a pure function of its frames, so a retry cannot
+    duplicate anything). A call that still fails reaches the driver, which re-queues or fails the video.
     """
 
     def __init__(self, kind: str, config: ExtractConfig, torch_threads: int):
-        _limit_threads(torch_threads)
         self.kind = kind
         self.extractor = build_model_extractor(kind, config)
+        _limit_threads(torch_threads)
 
-    def run(self, frames_THWC: np.ndarray) -> tuple[np.ndarray, float]:
-        """(features, seconds spent); an empty window (a trailing 3D remainder's 2D half) gives (0, 2048)."""
-        start = time.perf_counter()
-        if len(frames_THWC) == 0:
-            return np.zeros((0, FEATURE_DIM), np.float16), 0.0
-        return self.extractor([frames_THWC]).only(), time.perf_counter() - start
+    def run(self, frames_THWC: np.ndarray) -> tuple[np.ndarray, StageTimer]:
+        """(features, time spent); an empty window (a trailing 3D remainder's 2D half) gives (0, 2048)."""
+        with StageTimer() as timer:
+            if len(frames_THWC) == 0:
+                return np.zeros((0, FEATURE_DIM), np.float16), timer
+            feats = self.extractor([frames_THWC]).only()
+        return feats, timer
 
     def ready(self) -> bool:
         return True
 
 
-@ray.remote(max_restarts=4, max_task_retries=0)
+@ray.remote(max_restarts=-1, max_task_retries=2)  # as ModelActor
 class AsrActor:
     """Speech recogniser loaded once; ``__call__`` maps a 16 kHz waveform to timed captions."""
 
     def __init__(self, config: AsrConfig, device: str, torch_threads: int):
+        import torch  # noqa: F401 (so that _limit_threads configures it)
+
         from mcn.pipeline.asr import build_asr
 
         _limit_threads(torch_threads)
@@ -183,9 +225,10 @@ class AsrActor:
             torch_threads,
         )
 
-    def run(self, waveform_16k: np.ndarray) -> tuple[list[tuple[float, float, str]], float]:
-        start = time.perf_counter()
-        return self.asr(waveform_16k), time.perf_counter() - start
+    def run(self, waveform_16k: np.ndarray) -> tuple[list[tuple[float, float, str]], StageTimer]:
+        with StageTimer() as timer:
+            captions = self.asr(waveform_16k)
+        return captions, timer
 
     def ready(self) -> bool:
         return True

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from mcn import store
 from mcn.errors import MCNError
+from mcn.pipeline.writer import EXTRACTION, latest_failures
 
 DESCRIPTION = "Inspect (info), check (verify) and export (export) a feature store."
 EPILOG = """\
@@ -56,15 +57,16 @@ def store_info(root: str | Path) -> dict:
     manifest_path = root / store.MANIFEST
     finished = manifest_path.exists()
     shards = store.list_shards(root)
+    if not (finished or shards or (root / EXTRACTION).exists()):
+        raise MCNError(
+            f"{root} is not a feature store (no {store.MANIFEST}, no shards); make one with `mcn extract`"
+        )
     num_videos, seconds = 0, 0.0
     for path in shards:
         durations = pq.read_table(path, columns=["duration"]).column("duration").to_pylist()
         num_videos += len(durations)
         seconds += sum(durations)
-    failures = store.read_failures(root)
-    parts = list((root / "failures").glob("part-*.parquet")) if (root / "failures").is_dir() else []
-    for part in parts:
-        failures += pq.read_table(part).to_pylist()
+    failures = list(latest_failures(root).values())
     manifest = json.loads(manifest_path.read_text()) if finished else {}
     return {
         "store": str(root),

@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mcn import store
-from mcn.configs import write_json_atomic
+from mcn import __version__, store
+from mcn.configs import config_to_dict, write_json_atomic
 from mcn.errors import MCNError
-from mcn.pipeline.config import ShardConfig
+from mcn.pipeline.config import PipelineConfig, ShardConfig
 
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
@@ -122,14 +122,7 @@ class StoreWriter:
         for path in shards:
             self.done_ids.update(store.shard_video_ids(path))
         self._next_shard = int(shards[-1].stem.split("-")[1]) + 1 if shards else 0
-        self.failures = self._read_failures()
-
-    def _read_failures(self) -> dict[str, dict]:
-        """The latest failure record per video: failures.parquet, then the parts in the order written."""
-        failures = {row["video_id"]: row for row in store.read_failures(self.root)}
-        for part in sorted(self.failure_dir.glob("part-*.parquet")):
-            failures.update({row["video_id"]: row for row in pq.read_table(part).to_pylist()})
-        return failures
+        self.failures = latest_failures(self.root)
 
     # ---- during the job -------------------------------------------------------------------------------------
     def record_failures(self, rows: list[dict]) -> None:
@@ -222,6 +215,14 @@ class StoreWriter:
             self._lock_file = None
 
 
+def latest_failures(root: str | Path) -> dict[str, dict]:
+    """The latest failure record per video: failures.parquet, then the parts of an unfinished job in order."""
+    failures = {row["video_id"]: row for row in store.read_failures(root)}
+    for part in sorted((Path(root) / FAILURE_PARTS).glob("part-*.parquet")):
+        failures.update({row["video_id"]: row for row in pq.read_table(part).to_pylist()})
+    return failures
+
+
 def shard_entries(root: str | Path) -> list[dict]:
     """name, video ids, bytes, hours and used token ids of every completed shard, read from the shards."""
     entries = []
@@ -238,3 +239,68 @@ def shard_entries(root: str | Path) -> list[dict]:
             }
         )
     return entries
+
+
+def extraction_identity(config: PipelineConfig) -> dict:
+    """What must not change between runs into one store: models, weights, word vectors, frame sampling."""
+    models, text = config.extract.models, config.extract.text
+    decode = config_to_dict(config.extract.decode)
+    for name in ("ffmpeg", "timeout_s"):  # how to decode, not what is decoded
+        decode.pop(name, None)
+    return {
+        "model_2d": models.model_2d,
+        "weights_2d": "torchvision-download"
+        if models.download_2d
+        else weights_fingerprint(models.weights_2d),
+        "model_3d": models.model_3d,
+        "weights_3d": weights_fingerprint(models.weights_3d),
+        "word_vectors": None if text.word_vectors is None else sha256_file(text.word_vectors),
+        "decode": decode,
+    }
+
+
+def manifest_header(config: PipelineConfig, identity: dict, vectors: KeyedVectors | None) -> dict:
+    """What the manifest says about how the store was made (finish() adds counts and shards)."""
+    return {
+        "created_by": f"mcn {__version__}",
+        "extraction": identity,
+        "extractors": _extractors(config, identity),
+        "vocabulary": {
+            "word_vectors": config.extract.text.word_vectors,
+            "fingerprint": identity["word_vectors"],
+            "dim": None if vectors is None else int(vectors.vector_size),
+            "size": None if vectors is None else len(vectors.index_to_key),
+        },
+    }
+
+
+def _extractors(config: PipelineConfig, identity: dict) -> dict:
+    """Names, weights, fingerprints and versions of every extractor, for the manifest."""
+    import ray
+    import torch
+
+    models, decode = config.extract.models, config.extract.decode
+    extractors = {
+        "feat_2d": {
+            "model": models.model_2d,
+            "weights": models.weights_2d,
+            "weights_sha256": identity["weights_2d"],
+            "rate_hz": decode.rate_2d,
+            "size": decode.size_2d,
+        },
+        "feat_3d": {
+            "model": models.model_3d,
+            "weights": models.weights_3d,
+            "weights_sha256": identity["weights_3d"],
+            "rate_hz": decode.rate_3d,
+            "size": decode.size_3d,
+        },
+        "logmel": {"recipe": "40 mels, 16 kHz, 25 ms Hamming, 10 ms hop, dB re max"},
+        "versions": {"mcn": __version__, "torch": torch.__version__, "ray": ray.__version__},
+    }
+    if config.asr.enabled:
+        extractors["asr"] = {
+            "backend": config.asr.backend,
+            "model": config.asr.model_path or "whisper-base (pip parts)",
+        }
+    return extractors

@@ -98,12 +98,32 @@ def make_counter_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
     sources = "".join(
-        f"color=c=black:size={width}x{height}:rate={fps}:duration={seconds}[s{i}];" for i, (fps, seconds) in enumerate(segments)
+        f"color=c=black:size={width}x{height}:rate={fps}:duration={seconds}[s{i}];"
+        for i, (fps, seconds) in enumerate(segments)
     )
     joined = "".join(f"[s{i}]" for i in range(len(segments)))
     graph = f"{sources}{joined}concat=n={len(segments)}:v=1:a=0,format=yuv420p,geq=lum='16+4*mod(N,50)':cb=128:cr=128[v]"
-    cmd = [FFMPEG, "-y", "-loglevel", "error", "-filter_complex", graph, "-map", "[v]", "-c:v", "libx264",
-           "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p", "-fps_mode", "vfr", str(path)]
+    cmd = [
+        FFMPEG,
+        "-y",
+        "-loglevel",
+        "error",
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-qp",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        "-fps_mode",
+        "vfr",
+        str(path),
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return path
 

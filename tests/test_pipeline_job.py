@@ -158,23 +158,49 @@ def job_config(corpus: Path, out: Path, **shards) -> pipeline_config.PipelineCon
     )
 
 
+FIELDS = (
+    "feat_2d",
+    "feat_3d",
+    "logmel",
+    "caption_text",
+    "caption_token_ids",
+    "caption_start",
+    "duration",
+    "caption_source",
+)
+
+
 def store_content(root: Path) -> tuple[dict, dict]:
-    """Per-video content (features, captions, ids) and failures of a store, for comparisons."""
+    """Per-video content (features, captions, ids) and failures (id -> reason) of a store, for comparisons."""
     reader = store.StoreReader(root)
     videos = {}
     for record in reader.iter_videos():
-        videos[record.video_id] = (
-            record.feat_2d.tobytes(),
-            record.feat_3d.tobytes(),
-            record.logmel.tobytes(),
-            record.logmel.shape,
-            tuple(record.caption_text),
-            tuple(tuple(ids.tolist()) for ids in record.caption_token_ids),
-            record.caption_start.tolist(),
-            record.duration,
-            record.caption_source,
-        )
+        values = [getattr(record, name) for name in FIELDS]
+        videos[record.video_id] = {
+            name: (value.tobytes(), value.shape)
+            if isinstance(value, np.ndarray)
+            else [ids.tolist() for ids in value]
+            if name == "caption_token_ids"
+            else value
+            for name, value in zip(FIELDS, values, strict=True)
+        }
     return videos, {f["video_id"]: f["reason"] for f in reader.failures()}
+
+
+def failure_details(root: Path) -> list[dict]:
+    return store.read_failures(root)
+
+
+def assert_same_content(root: Path, expected_root: Path) -> None:
+    (videos, failures), (expected_videos, expected_failures) = (
+        store_content(root),
+        store_content(expected_root),
+    )
+    assert failures == expected_failures, failure_details(root)
+    assert sorted(videos) == sorted(expected_videos)
+    for video_id, fields in videos.items():
+        for name in FIELDS:
+            assert fields[name] == expected_videos[video_id][name], f"{video_id}: {name} differs"
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +336,7 @@ def test_killed_workers_resume_to_the_same_content(cluster, baseline, corpus, tm
         stop.set()
         watcher.join()
     assert killed, "no worker was caught mid-task"
-    assert store_content(tmp_path / "store") == store_content(baseline)
+    assert_same_content(tmp_path / "store", baseline)
     assert verify_store(tmp_path / "store") == []
 
 
@@ -344,7 +370,7 @@ def test_killed_driver_resumes_to_the_same_content(cluster, baseline, corpus, tm
     assert not (out / store.MANIFEST).exists()
     summary = run_extraction(job_config(corpus, out, max_videos=1))
     assert summary["skipped_already_done"] >= 1
-    assert store_content(out) == store_content(baseline)
+    assert_same_content(out, baseline)
     assert verify_store(out) == []
 
 
@@ -409,3 +435,18 @@ def test_ray_job_submit_with_speech_recognition(cluster, corpus, tmp_path):
     heard = " ".join(record.caption_text).lower()
     assert {"slice", "tomato", "boil", "pasta"} <= set(heard.replace(".", " ").replace(",", " ").split())
     assert 0.0 <= record.caption_start[0] < record.caption_end[-1] <= speech.duration + 1.0
+
+
+def test_retry_failed_moves_fixed_videos_out_of_the_failures(cluster, baseline, corpus, tmp_path):
+    shutil.copytree(corpus, tmp_path / "corpus")
+    shutil.copytree(baseline, tmp_path / "store")
+    (tmp_path / "corpus" / "videos" / "badcap.json").write_text(
+        '{"start": [0.0], "end": [1.5], "text": ["stir it"]}'
+    )
+    config = job_config(tmp_path / "corpus", tmp_path / "store", max_videos=2)
+    summary = run_extraction(dataclasses.replace(config, retry_failed=True))
+    assert summary["extracted"] == 1 and summary["failures_by_reason"] == {"corrupt": 1, "empty": 1}
+    reader = store.StoreReader(tmp_path / "store")
+    assert set(reader.video_ids) == GOOD | {"badcap"} and reader.read("badcap").caption_text == ["stir it"]
+    assert {f["video_id"] for f in reader.failures()} == {"corrupt", "empty"}
+    assert verify_store(tmp_path / "store") == []

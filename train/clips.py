@@ -51,7 +51,9 @@ def audio_frame(seconds: float) -> int:
     return (samples - AUDIO_HALF_WINDOW) // AUDIO_HOP
 
 
-def _audio_frames(logmel_FT: np.ndarray, start: float, end: float, max_frames: int, clamp_start: bool) -> np.ndarray:
+def _audio_frames(
+    logmel_FT: np.ndarray, start: float, end: float, max_frames: int, clamp_start: bool
+) -> np.ndarray:
     """The clip's frames as a view of ``logmel`` (at most ``max_frames``)."""
     first, last = audio_frame(start), audio_frame(end)
     if clamp_start:

@@ -110,8 +110,9 @@ class PrecisionConfig:
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int = 1000  # also saved at the end of every epoch and of the run
+    every_steps: int = 1000  # also saved at the end of the run
     keep_last: int = 3
+    at_epoch_end: bool = True  # also save at the end of every epoch
 
     def __post_init__(self) -> None:
         if self.every_steps < 1 or self.keep_last < 1:
@@ -163,10 +164,10 @@ def demo_cpu() -> TrainConfig:
     return TrainConfig(
         data=DataConfig(batch_videos=8, num_clips=16, max_frames=1000, num_workers=1),
         model=replace(model_presets.tiny(), video_dim=4096, embed_dim=128, recon_hidden=64),
-        schedule=ScheduleConfig(epochs=40, warmup_steps=20, max_steps=150),
+        schedule=ScheduleConfig(epochs=40, warmup_steps=20, max_steps=120),
         kmeans=KMeansConfig(num_clusters=16, queue_steps=4, fit_every=4, max_iter=20),
         precision=PrecisionConfig(dtype="fp32", tf32=False, cudnn_benchmark=False),
-        checkpoint=CheckpointConfig(every_steps=50, keep_last=2),
+        checkpoint=CheckpointConfig(every_steps=40, keep_last=2, at_epoch_end=False),
         logging=LoggingConfig(every_steps=5),
         optim=OptimConfig(lr=1e-3),
         device="cpu",

@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mcn.store import SHARD_DIR, StoreReader, WordTable, read_shard_video, read_words
+from mcn.store import SHARD_DIR, StoreReader, WordTable, read_shard_video, read_words, shard_caption_counts
 from mcn.train.clips import ClipOptions, sample_video_clips
 
 DECODE_FIELDS = ("feat_2d", "feat_3d", "logmel", "captions")
@@ -50,12 +48,6 @@ class VideoIndex:
         return len(self.video_ids)
 
 
-def _caption_counts(shard_path: Path) -> np.ndarray:
-    """Captions per row group of a shard, reading one small column."""
-    column = pq.read_table(shard_path, columns=["caption_start"]).column("caption_start")
-    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
 def build_index(store: str | Path) -> VideoIndex:
     """The store's videos in shard order, without those that have no captions."""
     reader = StoreReader(store)
@@ -66,7 +58,7 @@ def build_index(store: str | Path) -> VideoIndex:
     num_skipped = 0
     for shard in reader.manifest["shards"]:
         path = reader.root / SHARD_DIR / shard["name"]
-        counts = _caption_counts(path)
+        counts = shard_caption_counts(path)
         if len(counts) != len(shard["video_ids"]):
             raise ValueError(
                 f"{path} holds {len(counts)} videos but the manifest lists {len(shard['video_ids'])}"
@@ -133,12 +125,6 @@ class ClipBatches(IterableDataset):
 
     def num_batches(self) -> int:
         return len(self.index) // self.global_batch
-
-    def batch_videos(self, epoch: int, batch: int) -> np.ndarray:
-        """Video positions (into the index) of this rank's part of global batch ``batch``."""
-        order = epoch_order(len(self.index), self.seed, epoch)
-        begin = batch * self.global_batch + self.rank * self.videos_per_rank
-        return order[begin : begin + self.videos_per_rank]
 
     def decode(self, position: int, epoch: int) -> dict[str, np.ndarray]:
         if self._words is None:

@@ -290,9 +290,10 @@ def train(
                     )
                     log.log(state.step, state.loader.epoch, metrics)
                     last_time, last_step = now, state.step
+                epoch_save = end_of_epoch and config.checkpoint.at_epoch_end
                 if (
                     state.step % config.checkpoint.every_steps == 0
-                    or end_of_epoch
+                    or epoch_save
                     or state.step == state.total_steps
                 ):
                     save_checkpoint(state, run_dir)

@@ -1,0 +1,166 @@
+"""Benchmark of the Ray extraction job on the sample corpus: throughput and where the wall time goes.
+
+    python bench/pipeline.py                      # 12 sample-corpus videos, local Ray with 2 CPUs, tiny models
+    python bench/pipeline.py --corpus DIR --num-cpus 8
+
+Prints video-seconds per wall-second for the whole job (Ray start-up included) and for the processing phase
+(after the actors are up), each stage's busy seconds and its share of the processing phase's CPU time
+(num_cpus x seconds), and what is left: Ray overhead, serialisation, driver and writer. On a CPU machine the
+job should be decode/model-bound: decode + model busy shares near 100 %, the rest under 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from mcn.pipeline import config as pipeline_config
+from mcn.pipeline.job import run_extraction
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", help="an existing sample corpus (default: generate one in a temp folder)")
+    parser.add_argument(
+        "--videos", type=int, default=12, help="videos to generate when --corpus is not given"
+    )
+    parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--preset", choices=sorted(pipeline_config.PRESETS), default="tiny_cpu")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mcn-bench-") as tmp:
+        corpus = Path(args.corpus) if args.corpus else Path(tmp) / "corpus"
+        if not args.corpus:
+            from mcn.sample_corpus import generate_corpus
+
+            generate_corpus(corpus, num_videos=args.videos, seed=0)
+        config = pipeline_config.PRESETS[args.preset](str(corpus), str(Path(tmp) / "store"))
+        vectors = corpus / "word2vec.bin"
+        text = dataclasses.replace(
+            config.extract.text, word_vectors=str(vectors) if vectors.exists() else None
+        )
+        config = dataclasses.replace(
+            config,
+            extract=dataclasses.replace(config.extract, text=text),
+            ray=dataclasses.replace(config.ray, num_cpus=args.num_cpus),
+            progress=False,
+        )
+        sampler = CpuSampler()
+        sampler.start()
+        job_start = time.perf_counter()
+        try:
+            summary = run_extraction(config)
+        finally:
+            sampler.stop.set()
+            sampler.join()
+    processing_start = job_start + summary["startup_seconds"]
+    report(summary, args.num_cpus, sampler.cpu_between(processing_start, job_start + summary["wall_seconds"]))
+
+
+class CpuSampler(threading.Thread):
+    """Samples the CPU seconds of this process and every descendant (the local Ray), grouped by role."""
+
+    def __init__(self, interval_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+
+    @staticmethod
+    def role(proc: psutil.Process, me: int, decode_pids: set[int]) -> str:
+        title = " ".join(proc.cmdline())
+        if proc.pid == me:
+            return "driver"
+        if title.startswith(("ray::ModelActor", "ray::AsrActor")):
+            return "model_actor_processes"
+        if title.startswith("ray::"):  # decode_video tasks (and idle workers waiting for one)
+            decode_pids.add(proc.pid)
+            return "decode_worker_processes"
+        if proc.ppid() in decode_pids or "forkserver" in title or proc.name().startswith("ffmpeg"):
+            decode_pids.add(proc.pid)
+            return "decode_children"  # the decoder's child processes and ffmpeg: decoding work
+        return "ray_daemons"  # raylet, GCS, dashboard agents, log monitor
+
+    def run(self) -> None:
+        me = psutil.Process()
+        decode_pids: set[int] = set()
+        while not self.stop.is_set():
+            cpu = {}
+            for proc in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    cpu[proc.pid] = (self.role(proc, me.pid, decode_pids), times.user + times.system)
+            self.samples.append((time.perf_counter(), cpu))
+            self.stop.wait(self.interval_s)
+
+    def cpu_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds per role between two perf_counter times (processes' own time, at sampling resolution)."""
+        before = next((cpu for t, cpu in reversed(self.samples) if t <= start), {})
+        after: dict[int, tuple[str, float]] = {}
+        for t, cpu in self.samples:
+            if t <= end:
+                after.update(cpu)  # keeps the last value of processes that ended before ``end``
+        roles: dict[str, float] = {}
+        for pid, (role, value) in after.items():
+            roles[role] = roles.get(role, 0.0) + value - before.get(pid, (role, 0.0))[1]
+        return roles
+
+
+def report(summary: dict, num_cpus: int, roles: dict[str, float]) -> None:
+    wall, startup = summary["wall_seconds"], summary["startup_seconds"]
+    processing = wall - startup
+    video_s = summary["video_seconds"]
+    print(json.dumps(summary, indent=2))
+    print(
+        f"\nvideos {summary['extracted']} extracted, {summary['failed']} failed ({summary['failures_by_reason']})"
+    )
+    print(
+        f"video-seconds {video_s:.1f}; wall {wall:.1f} s (start-up {startup:.1f} s, processing {processing:.1f} s)"
+    )
+    print(
+        f"throughput: {video_s / wall:.2f} video-s per wall-s (whole job), {video_s / processing:.2f} (processing)"
+    )
+    print("\nbusy wall seconds per stage (decode: summed over tasks; driver/writer: in the driver):")
+    for name, seconds in summary["stage_seconds"].items():
+        print(
+            f"  {name:<12} {seconds:8.2f} s  {100 * seconds / processing:6.1f} % of the processing wall time"
+        )
+    cpu = summary["stage_cpu_seconds"]
+    work = {
+        "decode (decoder processes, ffmpeg)": roles.get("decode_children", 0.0),
+        "decode task (probe, log-mel, captions)": cpu.get("decode", 0.0),
+        "models (inside run)": sum(cpu.get(k, 0.0) for k in ("model_2d", "model_3d", "asr")),
+    }
+    overhead = {
+        "Ray daemons (raylet, GCS, agents)": roles.get("ray_daemons", 0.0),
+        "decode workers outside the task (serialisation, Ray)": roles.get("decode_worker_processes", 0.0)
+        - cpu.get("decode", 0.0),
+        "model actors outside run (deserialisation, Ray)": roles.get("model_actor_processes", 0.0)
+        - work["models (inside run)"],
+        "driver (loop, tags, writer thread)": roles.get("driver", 0.0),
+    }
+    total = sum(work.values()) + sum(overhead.values())
+    print(
+        f"\nCPU seconds during processing ({num_cpus} CPUs x {processing:.1f} s = {num_cpus * processing:.1f} available, "
+        f"{total:.1f} used):"
+    )
+    for label, seconds in [*work.items(), *overhead.items()]:
+        print(f"  {label:<55} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
+    print(
+        f"decode + models: {100 * sum(work.values()) / total:.1f} %; Ray overhead + serialisation + driver + "
+        f"writer: {100 * sum(overhead.values()) / total:.1f} % of the CPU the job used"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -95,12 +95,14 @@ class _VisualExtractor:
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.on_gpu:
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+            tensor = tensor.to(self.device, non_blocking=tensor.is_pinned())
         return tensor
 
     @torch.inference_mode()
     def _run(self, inputs: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
         """uint8 items (CPU tensor) along axis 0 -> (N, 2048) L2-normalised float16, in chunks of ``batch_size``."""
+        if self.on_gpu:
+            inputs = inputs.pin_memory()  # once for the whole call; each batch's copy is then asynchronous
         feats = [
             visual.l2_normalise(self.model(prepare(self._to_device(inputs[i : i + self.batch_size])))).half()
             for i in range(0, len(inputs), self.batch_size)

@@ -33,7 +33,7 @@ class DemoConfig:
     out: str = "mcn-demo"
     num_videos: int = 32
     seed: int = 0
-    train_steps: int = 120
+    train_steps: int = 300
     num_cpus: int = 2
     resnet152_weights: str | None = None
     resnext101_weights: str | None = None
@@ -122,25 +122,14 @@ def _train(config: DemoConfig, store: Path, run: Path) -> dict:
 def _evaluate(store: Path, run: Path, corpus: Path, out: Path) -> dict:
     from mcn.eval.jobs import EvalConfig, run_eval
 
-    retrieval = run_eval(
-        EvalConfig(
-            kind="retrieval",
-            checkpoints=[str(run)],
-            benchmarks=[str(corpus / "benchmark_retrieval.csv")],
-            store=str(store),
-            out=str(out / "retrieval"),
-        )
-    )
-    localization = run_eval(
-        EvalConfig(
-            kind="localization",
-            checkpoints=[str(run)],
-            benchmarks=[str(corpus / "benchmark_localization.json")],
-            store=str(store),
-            out=str(out / "localization"),
-        )
-    )
-    return {**retrieval, **localization}
+    metrics = {}
+    for kind, benchmark in [
+        ("retrieval", "benchmark_retrieval.csv"),
+        ("localization", "benchmark_localization.json"),
+    ]:
+        config = EvalConfig(kind, [str(run)], [str(corpus / benchmark)], str(store), str(out / kind))
+        metrics.update(run_eval(config))
+    return metrics
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--model-2d", help="registered 2D model name (e.g. resnet152, resnet152-tiny)")
     models.add_argument("--model-3d", help="registered 3D model name (e.g. resnext101, resnext101-tiny)")
     models.add_argument("--weights-2d", help="torchvision ResNet-152 weights (.pth); unset = random init")
+    models.add_argument(
+        "--download-weights-2d",
+        action="store_true",
+        help="let torchvision download its ImageNet ResNet-152 weights (needs a network)",
+    )
     models.add_argument("--weights-3d", help="resnext-101-kinetics.pth; unset = random init")
     models.add_argument("--word-vectors", help="word2vec .bin or text vectors for caption token ids")
     models.add_argument("--device", help="auto (GPU when present), cpu or cuda[:N]")
@@ -88,6 +93,7 @@ def build_config(args: argparse.Namespace):  # -> PipelineConfig
             model_3d=args.model_3d,
             weights_2d=args.weights_2d,
             weights_3d=args.weights_3d,
+            download_2d=args.download_weights_2d or None,
         ),
         runtime=_replace(extract.runtime, device=args.device, batch_2d=args.batch_2d, batch_3d=args.batch_3d),
         text=_replace(extract.text, word_vectors=args.word_vectors),

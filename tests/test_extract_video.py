@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 from gensim.models import KeyedVectors
+from media import make_video
 
 import mcn.extract
 from mcn.configs import config_from_dict, config_to_dict
 from mcn.extract import ExtractConfig, RuntimeConfig, VideoFeatures, extract_video, tiny_cpu
 from mcn.extract.decode import DecodeConfig, DecodeError, iter_frame_windows, probe
-from tests.media import make_video
 
 
 def assert_unit_fp16_rows(feats, num_rows):

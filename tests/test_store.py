@@ -10,7 +10,9 @@ from mcn import store
 from mcn.errors import MCNError
 
 
-def make_record(video_id: str, seconds: int, rng: np.random.Generator, with_audio: bool = True) -> store.VideoRecord:
+def make_record(
+    video_id: str, seconds: int, rng: np.random.Generator, with_audio: bool = True
+) -> store.VideoRecord:
     return store.VideoRecord(
         video_id=video_id,
         source_path=f"/videos/{video_id}.mp4",

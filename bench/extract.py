@@ -2,6 +2,10 @@
 
     python bench/extract.py --quick            # about 1-2 minutes on a CPU (random weights, small counts)
     python bench/extract.py --video my.mp4     # decode a real file instead of a generated 640x360 clip
+    python bench/extract.py --preset medium    # generate the clip with x264's medium preset (default ultrafast)
+
+Decoding is measured for both frame backends (decord, ffmpeg), in process, with one decoder thread: pin the
+process to one core (``taskset -c 1``) for the per-core figure of the spec.
 
 On a GPU it measures the full-size networks twice: model-only (random device tensors straight into the
 network, as the spec's bounds were measured) and through the extractor classes (uint8 numpy frames in,
@@ -13,6 +17,7 @@ clips/s). Compare figures only between runs on the same card.
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import tempfile
 import time
@@ -31,24 +36,38 @@ BOUND_3D_CLIPS_S = 2000.0  # ResNeXt-101 3D, TF32, 16x112x112, one H200
 FRAME_2D = (224, 398)  # a 16:9 frame with the shorter side at 224
 
 
-def make_test_video(path: Path, seconds: float) -> Path:
+def make_test_video(path: Path, seconds: float, preset: str = "ultrafast") -> Path:
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-           f"testsrc2=size=640x360:rate=30:duration={seconds}", "-c:v", "libx264", "-preset", "ultrafast",
+           f"testsrc2=size=640x360:rate=30:duration={seconds}", "-c:v", "libx264", "-preset", preset,
            "-pix_fmt", "yuv420p", str(path)]  # fmt: skip
     subprocess.run(cmd, check=True)
     return path
 
 
-def bench_decode(path: Path) -> None:
+def bench_decode(path: Path, label: str) -> None:
+    """Both frame streams from one decode pass, per backend, in process (CPU time includes ffmpeg's)."""
     info = decode.probe(path)
-    start = time.perf_counter()
-    num_2d = num_3d = 0
-    for window in decode.iter_frame_windows(path, info, decode.DecodeConfig()):
-        num_2d += len(window.frames_2d_THWC)
-        num_3d += len(window.frames_3d_THWC)
-    seconds = time.perf_counter() - start
-    print(f"decode  {info.duration:.0f} s of {info.width}x{info.height} @ {info.fps:.0f} fps: "
-          f"{info.duration / seconds:.1f} video-s/s ({num_2d} 2D frames, {num_3d} 3D frames in {seconds:.1f} s)")  # fmt: skip
+    print(
+        f"decode  {label}: {info.duration:.0f} s of {info.width}x{info.height} @ {info.fps:.0f} fps, {info.video_codec}"
+    )
+    for backend in decode.BACKENDS:
+        config = decode.DecodeConfig(backend=backend)
+        cpu_start = cpu_seconds()
+        start = time.perf_counter()
+        num_2d = num_3d = 0
+        for window in decode.iter_frame_windows(path, info, config, in_process=True):
+            num_2d += len(window.frames_2d_THWC)
+            num_3d += len(window.frames_3d_THWC)
+        seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu_start
+        print(f"decode  {backend:<6} {info.duration / seconds:5.1f} video-s/s, {info.duration / cpu:5.1f} video-s per CPU-s "
+              f"({num_2d} 2D frames, {num_3d} 3D frames in {seconds:.1f} s)")  # fmt: skip
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (ffmpeg)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(fn, repeats: int, sync: bool) -> float:
@@ -143,14 +162,23 @@ def main() -> int:
         "--cpu-only", action="store_true", help="skip the GPU part even when a GPU is present"
     )
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU part")
+    parser.add_argument(
+        "--preset",
+        default="ultrafast",
+        help="x264 preset of the generated clip (default ultrafast; e.g. medium, x264's own default)",
+    )
     parser.add_argument("--batch-2d", type=int, default=128)
     parser.add_argument("--batch-3d", type=int, default=64)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*random init.*")
     if not args.gpu_only:
         with tempfile.TemporaryDirectory() as tmp:
-            video = args.video or make_test_video(Path(tmp) / "bench.mp4", 20.0 if args.quick else 60.0)
-            bench_decode(video)
+            if args.video:
+                bench_decode(args.video, str(args.video))
+            else:
+                seconds = 20.0 if args.quick else 60.0
+                video = make_test_video(Path(tmp) / "bench.mp4", seconds, args.preset)
+                bench_decode(video, f"generated testsrc2 clip, x264 preset {args.preset}")
         bench_cpu(num_frames=2 if args.quick else 8, num_clips=1 if args.quick else 4)
     if torch.cuda.is_available() and not args.cpu_only:
         bench_gpu(args.batch_2d, args.batch_3d, num_batches=4 if args.quick else 16)

@@ -3,18 +3,29 @@
 Every failure caused by the input file is a :class:`DecodeError` with one of :data:`REASONS`.
 
 Metadata (:func:`probe`) comes from the stderr of ``ffmpeg -i FILE -map 0:v:0 -c copy -f null -``: the
-header gives duration, frame rate, size, codecs and streams; the copy pass (demux only, no decoding) gives
-the exact number of video packets. No ffprobe is needed.
+header gives duration, frame rate, size, codecs, streams and the display rotation; the copy pass (demux only,
+no decoding) gives the exact number of video packets. No ffprobe is needed. A video codec that ffmpeg has no
+decoder for (``ffmpeg -codecs``) is ``unsupported_codec``.
 
-Frames (:func:`iter_frame_windows`) are decoded once with decord (see :mod:`mcn.extract.decode_worker` for
-the frame-picking rule and how it differs from the reference's ffmpeg ``fps`` filter). By default the decord
-work runs in a child process, so a decoder that hangs can be killed; ``in_process=True`` skips that.
+Frames (:func:`iter_frame_windows`) come from one decode pass with one of two backends
+(``DecodeConfig.backend``):
+
+- ``"decord"`` (default): decord decodes at the 2D size and frames are picked by timestamp; the 3D frames are
+  made from the 2D frames (see :mod:`mcn.extract.decode_worker`). By default the decord work runs in a child
+  process, so a decoder that hangs can be killed; ``in_process=True`` skips that.
+- ``"ffmpeg"``: one ffmpeg process with a ``split`` filter graph, the reference's ``fps`` / ``scale`` /
+  ``crop`` filters on each branch (see :mod:`mcn.extract.decode_ffmpeg`). ffmpeg is itself a child process
+  that is killed on timeout, so ``in_process`` does not apply.
+
+Both backends give upright frames for videos with a rotation display matrix (phone videos), as ffmpeg's
+autorotation does in the reference: sizes are computed from :attr:`VideoInfo.display_size`.
 
 Audio (:func:`read_audio`) is decoded by ffmpeg (via ffmpeg-python) to 16 kHz mono float32 through a pipe.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import re
@@ -38,6 +49,7 @@ REASONS = (
     "unsupported_codec",
     "timeout",
 )
+BACKENDS = ("decord", "ffmpeg")
 
 
 class DecodeError(Exception):
@@ -55,7 +67,12 @@ class DecodeError(Exception):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What :func:`probe` learns about a file. ``container`` is ffmpeg's demuxer name (e.g. "matroska,webm")."""
+    """What :func:`probe` learns about a file. ``container`` is ffmpeg's demuxer name (e.g. "matroska,webm").
+
+    ``width`` x ``height`` is the coded size of the stream; ``rotation`` is the counter-clockwise display
+    rotation in degrees (0, 90, 180 or 270) from the stream's display matrix, which decoders apply to the
+    frames. :attr:`display_size` is the size of the frames as they are shown.
+    """
 
     path: str
     duration: float
@@ -67,6 +84,14 @@ class VideoInfo:
     video_codec: str
     audio_codec: str | None
     container: str
+    rotation: int = 0
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the upright frames: the coded size, swapped for a 90 or 270 degree rotation."""
+        if self.rotation in (90, 270):
+            return self.height, self.width
+        return self.width, self.height
 
 
 @dataclass(frozen=True)
@@ -75,7 +100,8 @@ class DecodeConfig:
 
     ``window_seconds`` bounds memory; it must hold a whole number of 16-frame 3D clips (a multiple of 2 s at
     24 fps) so clips line up across windows. ``timeout_s`` is the longest wait for the next window (a hung
-    decoder makes no progress), not a limit on the whole video. ``decode_threads`` is decord's thread count.
+    decoder makes no progress), not a limit on the whole video. ``decode_threads`` is the decoder's thread
+    count (0 = the decoder's choice). ``backend`` is one of :data:`BACKENDS` (see the module docstring).
     """
 
     size_2d: int = 224
@@ -86,8 +112,11 @@ class DecodeConfig:
     timeout_s: float = 300.0
     ffmpeg: str | None = None
     decode_threads: int = 1
+    backend: str = "decord"
 
     def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.size_2d <= 0 or self.size_3d <= 0:
             raise ValueError(f"size_2d and size_3d must be positive, got {self.size_2d} and {self.size_3d}")
         if self.rate_2d <= 0 or self.rate_3d <= 0:
@@ -102,7 +131,9 @@ class DecodeConfig:
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
         if self.decode_threads < 0:
-            raise ValueError(f"decode_threads must be >= 0 (0 = decord's choice), got {self.decode_threads}")
+            raise ValueError(
+                f"decode_threads must be >= 0 (0 = the decoder's choice), got {self.decode_threads}"
+            )
 
 
 @dataclass
@@ -118,6 +149,13 @@ class FrameWindow:
 def ffmpeg_binary(ffmpeg: str | None = None) -> str:
     """The ffmpeg executable to run: the one given, else the binary that imageio-ffmpeg ships."""
     return ffmpeg or imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def output_size_2d(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side at ``size`` and the other side scaled and truncated."""
+    if height >= width:
+        return size, int(height * size / width)
+    return int(width * size / height), size
 
 
 def check_file(path: str | os.PathLike) -> str:
@@ -146,6 +184,7 @@ _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _SIZE = re.compile(r"(?:^|[ ,])(\d{1,5})x(\d{1,5})(?=[ ,\]]|$)")
 _RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)")
 _FRAMES = re.compile(r"frame=\s*(\d+)")
+_ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.IGNORECASE)
 _TIME = re.compile(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)")
 _CORRUPT_HINTS = (
     "Invalid data found",
@@ -162,6 +201,29 @@ def _hms(match: re.Match) -> float:
 def _first_rate(text: str) -> float:
     rates = {kind: float(value) * (1000 if k else 1) for value, k, kind in _RATE.findall(text)}
     return rates.get("fps") or rates.get("tbr") or 0.0
+
+
+@functools.lru_cache(maxsize=8)
+def decodable_codecs(ffmpeg: str) -> frozenset[str] | None:
+    """Names of the codecs this ffmpeg binary can decode (``ffmpeg -codecs``); None when it cannot tell."""
+    try:
+        result = subprocess.run(
+            [ffmpeg, "-hide_banner", "-codecs"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    _, _, table = result.stdout.decode("utf-8", errors="replace").partition("-------")
+    rows = (line.split() for line in table.splitlines())
+    names = frozenset(row[1] for row in rows if len(row) >= 2 and len(row[0]) == 6 and row[0][0] == "D")
+    return names if result.returncode == 0 and names else None
+
+
+def _rotation(header: str, video_line: str) -> int:
+    """The display rotation of the stream whose header line is ``video_line``, as 0, 90, 180 or 270."""
+    section = header[header.index(video_line) :]
+    following = section.find("Stream #", len(video_line))
+    match = _ROTATION.search(section if following < 0 else section[:following])
+    return round(float(match[1]) / 90) % 4 * 90 if match else 0
 
 
 def probe(path: str | os.PathLike, ffmpeg: str | None = None, timeout_s: float = 60.0) -> VideoInfo:
@@ -186,15 +248,18 @@ def probe(path: str | os.PathLike, ffmpeg: str | None = None, timeout_s: float =
     if "Input #0" not in header:
         hint = next((h for h in _CORRUPT_HINTS if h in header), None)
         raise DecodeError("corrupt", f"{path}: {hint or header.strip().splitlines()[-1:]}")
-    streams = [(kind, rest) for kind, rest in _STREAM.findall(header) if "(attached pic)" not in rest]
-    videos = [rest for kind, rest in streams if kind == "Video"]
-    audios = [rest for kind, rest in streams if kind == "Audio"]
+    streams = [match for match in _STREAM.finditer(header) if "(attached pic)" not in match[2]]
+    videos = [match for match in streams if match[1] == "Video"]
+    audios = [match[2] for match in streams if match[1] == "Audio"]
     if not videos:
         raise DecodeError("no_video_stream", f"{path} has no video stream")
-    video = videos[0]
+    video = videos[0][2]
     video_codec = video.split()[0].rstrip(",")
     if video_codec == "none":
         raise DecodeError("unsupported_codec", f"{path}: ffmpeg cannot identify the video codec")
+    decodable = decodable_codecs(cmd[0])
+    if decodable is not None and video_codec not in decodable:
+        raise DecodeError("unsupported_codec", f"{path}: ffmpeg has no decoder for {video_codec}")
     size = _SIZE.search(video)
     if size is None:
         raise DecodeError("corrupt", f"{path}: no frame size in the video stream header")
@@ -222,6 +287,7 @@ def probe(path: str | os.PathLike, ffmpeg: str | None = None, timeout_s: float =
         video_codec=video_codec,
         audio_codec=audios[0].split()[0].rstrip(",") if audios else None,
         container=container[1].rstrip(",") if container else "",
+        rotation=_rotation(header, videos[0][0]),
     )
 
 
@@ -286,12 +352,17 @@ def iter_frame_windows(
 ) -> Iterator[FrameWindow]:
     """Decode the video once and yield :class:`FrameWindow` s of ``config.window_seconds`` each, in order.
 
-    Memory is bounded by about two windows. Unless ``in_process``, decord runs in a child process that is
-    killed when no window arrives within ``config.timeout_s`` (``DecodeError("timeout")``).
+    Memory is bounded by a few windows. With the decord backend, unless ``in_process``, decord runs in a child
+    process that is killed when no window arrives within ``config.timeout_s`` (``DecodeError("timeout")``);
+    the ffmpeg backend's ffmpeg process is killed the same way (``in_process`` does not apply).
     """
     from mcn.extract import decode_worker
 
     path = check_file(path)
+    if config.backend == "ffmpeg":
+        from mcn.extract import decode_ffmpeg
+
+        return decode_ffmpeg.iter_windows(path, info, config)
     if in_process:
         return decode_worker.iter_windows(path, info, config)
     return iter_windows_in_child(path, info, config, decode_worker.iter_windows)

@@ -15,12 +15,18 @@ How this differs from the reference (ffmpeg's ``fps`` filter, one ffmpeg pass pe
 - Resizing: the 2D frames are scaled by decord (libswscale, bicubic) to the shorter side ``size_2d`` with the
   other side ``int(side * size_2d / shorter)``, as the reference computes it. The 3D frames are not decoded a
   second time: the centre square of each 2D-size frame is reduced to ``size_3d`` (the rounded mean of each
-  2x2 block at the default 224 -> 112; Pillow's antialiased bilinear filter for other sizes), where the reference
-  scales the full frame to shorter side 112 with bicubic, then crops.
+  block when the square's side is a multiple of ``size_3d``, i.e. 2x2 blocks at the default 224 -> 112;
+  Pillow's antialiased bilinear filter for other sizes), where the reference scales the full frame to shorter
+  side 112 with bicubic, then crops.
   Pixel values therefore differ slightly from the reference's; the crop covers the same region.
+- Rotation: decord applies the display matrix like ffmpeg's autorotation, so frames are upright; it must be
+  given the output size in the displayed orientation (:attr:`VideoInfo.display_size`).
 
 Only the frames some stream needs are converted to RGB (decord decodes and skips the others), and they are
-read sequentially with ``get_batch`` on ascending index chunks (decord seeks slowly).
+read sequentially with ``get_batch`` on ascending index chunks (decord seeks slowly) and taken over by numpy
+through DLPack without a copy. The block means run on a few consecutive picked frames at a time, straight from
+the decoded batch (row sums, then shifted column sums, in uint16) into the window's array; the result is
+bit-identical to summing each block directly.
 """
 
 from __future__ import annotations
@@ -33,21 +39,18 @@ from multiprocessing.connection import Connection
 import numpy as np
 from PIL import Image
 
-from mcn.extract.decode import DecodeConfig, DecodeError, FrameWindow, VideoInfo
+from mcn.extract.decode import DecodeConfig, DecodeError, FrameWindow, VideoInfo, output_size_2d
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 CHUNK_FRAMES = 32  # frames per get_batch call: a few MB at 224p, large enough to amortise the call
 # decord's reading thread can run ahead of its decoding thread and queue decoded frames (RSS grew to 1.6 GB on
 # a 10-minute 24 fps video); reopening the reader every few minutes drops that queue, at the cost of decoding
 # from the previous keyframe once per reopening.
 REOPEN_SECONDS = 60.0
+BLOCK_GROUP = 8  # frames per block-mean pass: their uint16 sums stay in the CPU cache
+AVERROR_DECODER_NOT_FOUND = -1128613112  # FFERRTAG(0xF8, 'D', 'E', 'C'): the stream's codec has no decoder
 
-
-def output_size_2d(width: int, height: int, size: int) -> tuple[int, int]:
-    """(width, height) with the shorter side at ``size`` and the other side scaled and truncated."""
-    if height >= width:
-        return size, int(height * size / width)
-    return int(width * size / height), size
+__all__ = ["centre_squares_resized", "classify", "iter_windows", "output_size_2d", "pick_frames", "run_child"]
 
 
 def pick_frames(starts_s: np.ndarray, end_s: float, rate: float) -> np.ndarray:
@@ -57,34 +60,72 @@ def pick_frames(starts_s: np.ndarray, end_s: float, rate: float) -> np.ndarray:
     return np.clip(np.searchsorted(starts_s, targets - 1e-6, side="left") - 1, 0, None)
 
 
-def centre_squares_resized(frames_NHWC: np.ndarray, size: int) -> np.ndarray:
-    """The centre square of each frame (side = the shorter side), resized to size x size.
+def centre_squares_resized(
+    frames_NHWC: np.ndarray, size: int, picks: np.ndarray | None = None, out_NHWC: np.ndarray | None = None
+) -> np.ndarray:
+    """The centre square of each frame (of ``frames_NHWC[picks]`` when given, ``picks`` ascending; side = the
+    shorter side), resized to size x size, written into ``out_NHWC`` when given.
 
-    When the side is a small multiple of ``size`` (the default: 224 -> 112) each output pixel is the rounded
-    mean of its block; otherwise Pillow's antialiased bilinear resize, frame by frame.
+    When the side is a multiple of ``size`` (the default: 224 -> 112) each output pixel is the rounded mean of its
+    block; otherwise Pillow's antialiased bilinear resize, frame by frame.
     """
     height, width = frames_NHWC.shape[1:3]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     squares_NHWC = frames_NHWC[:, top : top + side, left : left + side]
+    picks = np.arange(len(frames_NHWC)) if picks is None else np.asarray(picks)
+    if out_NHWC is None:
+        out_NHWC = np.empty((len(picks), size, size, 3), dtype=np.uint8)
     factor = side // size
     if side % size == 0 and factor <= 16:  # block sums of up to 16x16 uint8 values fit in uint16
-        blocks = squares_NHWC.reshape(len(squares_NHWC), size, factor, size, factor, 3)
-        total = np.zeros((len(squares_NHWC), size, size, 3), dtype=np.uint16)
-        for row in range(factor):
-            for column in range(factor):
-                total += blocks[:, :, row, :, column]
-        return ((total + factor * factor // 2) // (factor * factor)).astype(np.uint8)
-    out_NHWC = np.empty((len(squares_NHWC), size, size, 3), dtype=np.uint8)
-    for square, out in zip(squares_NHWC, out_NHWC):
-        out[:] = Image.fromarray(np.ascontiguousarray(square)).resize((size, size), Image.BILINEAR)
+        for first, stop in _runs(picks, BLOCK_GROUP):
+            squares = squares_NHWC[picks[first] : picks[stop - 1] + 1]  # consecutive frames: a view, no copy
+            _block_means(squares, factor, out_NHWC[first:stop])
+        return out_NHWC
+    for pick, out in zip(picks, out_NHWC):
+        square = Image.fromarray(np.ascontiguousarray(squares_NHWC[pick]))
+        out[:] = square.resize((size, size), Image.BILINEAR)
     return out_NHWC
+
+
+def _runs(picks: np.ndarray, longest: int) -> Iterator[tuple[int, int]]:
+    """[first, stop) ranges of positions in ``picks`` whose values are consecutive, each at most ``longest``."""
+    bounds = [0, *(np.flatnonzero(np.diff(picks) != 1) + 1).tolist(), len(picks)]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        for first in range(start, end, longest):
+            yield first, min(first + longest, end)
+
+
+def _block_means(squares_NHWC: np.ndarray, factor: int, out_NHWC: np.ndarray) -> None:
+    """Write the rounded means of the factor x factor blocks of (N, side, side, 3) uint8 squares to ``out_NHWC``."""
+    num, side = squares_NHWC.shape[:2]
+    size = side // factor
+    # one row per block row of the image: its `factor` pixel rows side by side
+    rows = squares_NHWC.reshape(num, size, factor, side * 3)
+    if factor == 1:
+        column_sums = rows[:, :, 0].astype(np.uint16)
+    else:
+        column_sums = np.add(rows[:, :, 0], rows[:, :, 1], dtype=np.uint16)
+    for row in range(2, factor):
+        column_sums += rows[:, :, row]
+    flat = column_sums.reshape(-1)
+    sums = flat.copy() if factor > 1 else flat
+    for column in range(1, factor):  # sums[k] += the value `column` pixels to the right (3 values per pixel)
+        sums[: -3 * column] += flat[3 * column :]
+    area = factor * factor
+    sums += area // 2
+    if area & (area - 1) == 0:
+        sums >>= area.bit_length() - 1
+    else:
+        sums //= area
+    # the first pixel of each block holds its mean
+    np.copyto(out_NHWC, sums.reshape(num, size, size, factor * 3)[..., :3], casting="unsafe")
 
 
 def _open(path: str, info: VideoInfo, config: DecodeConfig):
     import decord
 
-    width, height = output_size_2d(info.width, info.height, config.size_2d)
+    width, height = output_size_2d(*info.display_size, config.size_2d)
     try:
         reader = decord.VideoReader(path, width=width, height=height, num_threads=config.decode_threads)
         num_frames = len(reader)
@@ -99,6 +140,8 @@ def _open(path: str, info: VideoInfo, config: DecodeConfig):
 def classify(error: Exception, path: str) -> DecodeError:
     """Turn a decord error into a :class:`DecodeError` with the closest reason."""
     text = str(error)
+    if "cannot find video stream" in text and str(AVERROR_DECODER_NOT_FOUND) in text:
+        return DecodeError("unsupported_codec", f"{path}: decord has no decoder for the video stream's codec")
     if "cannot find video stream" in text:
         return DecodeError("no_video_stream", f"{path}: {text.strip().splitlines()[-1]}")
     if any(
@@ -123,7 +166,7 @@ def iter_windows(path: str, info: VideoInfo, config: DecodeConfig) -> Iterator[F
     per_window_2d = round(config.window_seconds * config.rate_2d)
     per_window_3d = round(config.window_seconds * config.rate_3d)
     num_windows = max(math.ceil(len(picks_2d) / per_window_2d), math.ceil(len(picks_3d) / per_window_3d))
-    width, height = output_size_2d(info.width, info.height, config.size_2d)
+    width, height = output_size_2d(*info.display_size, config.size_2d)
     carried: tuple[int, np.ndarray] | None = None  # the last frame read: the next window may start on it
     windows_per_reader = max(1, int(REOPEN_SECONDS // config.window_seconds))
     for window in range(num_windows):
@@ -145,14 +188,8 @@ def iter_windows(path: str, info: VideoInfo, config: DecodeConfig) -> Iterator[F
                 raise DecodeError(
                     "corrupt", f"{path}: frame size changed to {batch_NHWC.shape[2]}x{batch_NHWC.shape[1]}"
                 )
-            _place(frames_2d, window_2d, indices, batch_NHWC, None)
-            _place(
-                frames_3d,
-                window_3d,
-                indices,
-                batch_NHWC,
-                lambda batch: centre_squares_resized(batch, config.size_3d),
-            )
+            _place_2d(frames_2d, window_2d, indices, batch_NHWC)
+            _place_3d(frames_3d, window_3d, indices, batch_NHWC, config.size_3d)
             carried = (int(indices[-1]), batch_NHWC[-1])
         yield FrameWindow(
             start_s=window * config.window_seconds, frames_2d_THWC=frames_2d, frames_3d_THWC=frames_3d
@@ -163,27 +200,57 @@ def _read(reader, indices: np.ndarray, carried: tuple[int, np.ndarray] | None) -
     if carried is not None and indices[0] == carried[0]:
         if len(indices) == 1:
             return carried[1][None]
-        return np.concatenate([carried[1][None], reader.get_batch(indices[1:].tolist()).asnumpy()])
-    return reader.get_batch(indices.tolist()).asnumpy()
+        return np.concatenate([carried[1][None], _as_numpy(reader.get_batch(indices[1:].tolist()))])
+    return _as_numpy(reader.get_batch(indices.tolist()))
 
 
-def _place(
-    out_THWC: np.ndarray,
-    picks: np.ndarray,
-    indices: np.ndarray,
-    batch_NHWC: np.ndarray,
-    transform: Callable | None,
-) -> None:
-    """Write the frames of ``batch_NHWC`` (decoded at ``indices``) into every output slot that picks them."""
+class _DLPack:
+    """A decord NDArray offered to :func:`numpy.from_dlpack` (decord predates the ``__dlpack__`` protocol)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __dlpack__(self, stream=None, **kwargs):
+        return self.array.to_dlpack()
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU, device 0
+
+
+def _as_numpy(array) -> np.ndarray:
+    """The frames of a decord NDArray as a numpy array, sharing its memory (``asnumpy()`` copies them)."""
+    try:
+        return np.from_dlpack(_DLPack(array))
+    except (AttributeError, BufferError, RuntimeError, TypeError):  # an older numpy or decord: copy
+        return array.asnumpy()
+
+
+def _slots(picks: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The output slots whose picked frame is in ``indices`` (ascending), and that frame's position there."""
     slots = np.flatnonzero((picks >= indices[0]) & (picks <= indices[-1]))
+    return slots, np.searchsorted(indices, picks[slots])
+
+
+def _place_2d(out_THWC: np.ndarray, picks: np.ndarray, indices: np.ndarray, batch_NHWC: np.ndarray) -> None:
+    """Write the frames of ``batch_NHWC`` (decoded at ``indices``) into every output slot that picks them."""
+    slots, positions = _slots(picks, indices)
+    if len(slots):
+        out_THWC[slots] = batch_NHWC[positions]
+
+
+def _place_3d(
+    out_THWC: np.ndarray, picks: np.ndarray, indices: np.ndarray, batch_NHWC: np.ndarray, size: int
+) -> None:
+    """Like :func:`_place_2d` for the centre squares at ``size``, each computed once per decoded frame."""
+    slots, positions = _slots(picks, indices)
     if len(slots) == 0:
         return
-    positions = np.searchsorted(indices, picks[slots])
-    if transform is None:
-        out_THWC[slots] = batch_NHWC[positions]
-        return
     unique_positions, inverse = np.unique(positions, return_inverse=True)
-    out_THWC[slots] = transform(batch_NHWC[unique_positions])[inverse]
+    if len(unique_positions) == len(slots):
+        # no frame fills two slots; picks ascend, so the slots are a range: write in place
+        centre_squares_resized(batch_NHWC, size, unique_positions, out_THWC[slots[0] : slots[-1] + 1])
+    else:
+        out_THWC[slots] = centre_squares_resized(batch_NHWC, size, unique_positions)[inverse]
 
 
 def limit_malloc_arenas() -> None:
@@ -198,7 +265,7 @@ def limit_malloc_arenas() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune
         return
-    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    libc.mallopt(M_ARENA_MAX, 1)
 
 
 def run_child(

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from mcn.extract.text import Caption
 
+MAX_STAGED_SHAPES = 4  # frame sizes whose pinned staging buffers a GPU extractor keeps
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -93,23 +94,88 @@ class _VisualExtractor:
     def _place(self, net: torch.nn.Module) -> torch.nn.Module:
         return net.to(self.device, self.dtype).eval()
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.on_gpu:
-            tensor = tensor.to(self.device, non_blocking=tensor.is_pinned())
-        return tensor
+    def _stager(self, row_shape: torch.Size) -> _PinnedStager:
+        """The pinned buffers for rows of ``row_shape``; the last few shapes are kept for reuse."""
+        stagers = self.__dict__.setdefault("_stagers", {})
+        key = tuple(row_shape)
+        if key not in stagers:
+            if len(stagers) >= MAX_STAGED_SHAPES:
+                stagers.pop(next(iter(stagers)))
+            stagers[key] = _PinnedStager(row_shape, self.batch_size)
+        stagers[key] = stagers.pop(key)  # most recently used last
+        return stagers[key]
 
     @torch.inference_mode()
-    def _run(self, inputs: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-        """uint8 items (CPU tensor) along axis 0 -> (N, 2048) L2-normalised float16, in chunks of ``batch_size``."""
-        if self.on_gpu:
-            inputs = inputs.pin_memory()  # once for the whole call; each batch's copy is then asynchronous
-        feats = [
-            visual.l2_normalise(self.model(prepare(self._to_device(inputs[i : i + self.batch_size])))).half()
-            for i in range(0, len(inputs), self.batch_size)
-        ]
-        if not feats:
+    def _run(
+        self, parts: Sequence[torch.Tensor], prepare: Callable[[torch.Tensor], torch.Tensor]
+    ) -> np.ndarray:
+        """uint8 CPU tensors, taken as one sequence along axis 0 -> (N, 2048) L2-normalised float16, in
+        batches of ``batch_size`` rows.
+
+        The parts are never concatenated. On a GPU each batch is gathered into one of two reusable pinned
+        buffers and copied without blocking, so the host gathers batch k + 1 while the GPU runs batch k.
+        """
+        batches = list(_row_batches([len(part) for part in parts], self.batch_size))
+        if not batches:
             return np.zeros((0, visual.FEATURE_DIM), np.float16)
+        stager = self._stager(parts[0].shape[1:]) if self.on_gpu else None
+        feats = []
+        for pieces in batches:
+            if stager is not None:
+                batch = stager.stage(parts, pieces, self.device)
+            elif len(pieces) == 1:
+                part, start, stop = pieces[0]
+                batch = parts[part][start:stop]
+            else:
+                batch = torch.cat([parts[part][start:stop] for part, start, stop in pieces])
+            feats.append(visual.l2_normalise(self.model(prepare(batch))).half())
         return torch.cat(feats).cpu().numpy()
+
+
+def _row_batches(lengths: Sequence[int], batch_size: int):
+    """For consecutive batches of ``batch_size`` rows over parts of ``lengths`` rows (taken in order), yield
+    each batch as a list of (part index, start row, stop row) pieces."""
+    pieces, filled = [], 0
+    for part, length in enumerate(lengths):
+        start = 0
+        while start < length:
+            stop = min(length, start + batch_size - filled)
+            pieces.append((part, start, stop))
+            filled += stop - start
+            start = stop
+            if filled == batch_size:
+                yield pieces
+                pieces, filled = [], 0
+    if pieces:
+        yield pieces
+
+
+class _PinnedStager:
+    """Two pinned host buffers that batches are gathered into in turn; a buffer is refilled only after the
+    copy that last read it has finished (a CUDA event), so gathering overlaps the GPU's work."""
+
+    def __init__(self, row_shape: torch.Size, batch_size: int):
+        self.buffers = [
+            torch.empty((batch_size, *row_shape), dtype=torch.uint8, pin_memory=True) for _ in range(2)
+        ]
+        self.events: list[torch.cuda.Event | None] = [None, None]
+        self.turn = 0
+
+    def stage(
+        self, parts: Sequence[torch.Tensor], pieces: list[tuple[int, int, int]], device: torch.device
+    ) -> torch.Tensor:
+        turn, self.turn = self.turn, 1 - self.turn
+        if self.events[turn] is not None:
+            self.events[turn].synchronize()
+        buffer, filled = self.buffers[turn], 0
+        for part, start, stop in pieces:
+            buffer[filled : filled + stop - start].copy_(parts[part][start:stop])
+            filled += stop - start
+        batch = buffer[:filled].to(device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.events[turn] = event
+        return batch
 
 
 class Frame2DExtractor(_VisualExtractor):
@@ -151,7 +217,7 @@ class Frame2DExtractor(_VisualExtractor):
                 groups.setdefault(frames.shape[1:3], []).append(index)
         for indices in groups.values():
             try:
-                feats_ND = self._run(torch.cat([torch.from_numpy(items[i]) for i in indices]), self._prepare)
+                feats_ND = self._run([torch.from_numpy(items[i]) for i in indices], self._prepare)
             except Exception as error:  # the whole group failed (e.g. out of memory): record it on each item
                 for index in indices:
                     result.fail(index, error)
@@ -204,7 +270,7 @@ class Clip3DExtractor(_VisualExtractor):
         if not indices:
             return result
         try:
-            feats_ND = self._run(torch.cat(clips), self._prepare)
+            feats_ND = self._run(clips, self._prepare)
         except Exception as error:  # the whole batch failed (e.g. out of memory): record it on each item
             for index in indices:
                 result.fail(index, error)

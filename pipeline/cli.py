@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--device", help="auto (GPU when present), cpu or cuda[:N]")
     models.add_argument("--batch-2d", type=int, help="frames per 2D forward pass")
     models.add_argument("--batch-3d", type=int, help="16-frame clips per 3D forward pass")
+    models.add_argument(
+        "--decode-backend",
+        choices=["decord", "ffmpeg"],
+        help="frame decoder: decord (default) or one ffmpeg process with the reference's fps/scale/crop filters",
+    )
     ray_group = parser.add_argument_group("Ray")
     ray_group.add_argument(
         "--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)"
@@ -97,6 +102,7 @@ def build_config(args: argparse.Namespace):  # -> PipelineConfig
         ),
         runtime=_replace(extract.runtime, device=args.device, batch_2d=args.batch_2d, batch_3d=args.batch_3d),
         text=_replace(extract.text, word_vectors=args.word_vectors),
+        decode=_replace(extract.decode, backend=args.decode_backend),
     )
     max_bytes = None if args.max_shard_mb is None else args.max_shard_mb << 20
     return _replace(

@@ -272,8 +272,8 @@ class _Driver:
             source_path=video.item.video_path,
             duration=info.duration,
             fps=info.fps,
-            width=info.width,
-            height=info.height,
+            width=info.display_size[0],
+            height=info.display_size[1],
             has_audio=info.has_audio,
             caption_source="asr" if header["needs_asr"] else header["caption_source"],
             extra={

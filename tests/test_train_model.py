@@ -248,3 +248,23 @@ def test_config_validation():
         ModelConfig(audio_widths=(8, 16), audio_layers=(1,))
     with pytest.raises(ValueError, match="channels_last"):
         ModelConfig(audio_conv="1d", audio_channels_last=True)
+
+
+def test_video_batchnorm_standardises_video_features_and_has_no_reference_layout():
+    config = dataclasses.replace(tiny(), video_batchnorm=True)
+    model = MCNModel(config)
+    # Features with a large common offset and tiny per-dimension spread, like random-init extractor features.
+    video_BV = 5.0 + 0.1 * torch.randn(64, config.video_dim)
+    model.train()
+    for _ in range(200):  # running statistics converge to the batch statistics
+        model.video_norm(video_BV)
+    model.eval()
+    normed = model.video_norm(video_BV)
+    assert normed.mean(0).abs().max() < 0.05 and (normed.std(0) - 1).abs().max() < 0.05
+    assert torch.equal(model.encode_video(video_BV), model.video_gate(normed))
+    plain = MCNModel(tiny())
+    assert torch.equal(plain.encode_video(video_BV), plain.video_gate(video_BV))  # off by default: identity
+    with pytest.raises(MCNError, match="video_batchnorm"):
+        model.reference_state_dict()
+    with pytest.raises(MCNError, match="video_batchnorm"):
+        MCNModel.from_reference_state_dict(plain.reference_state_dict(), config)

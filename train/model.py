@@ -30,6 +30,9 @@ class ModelConfig:
     audio_channels_last: run the Conv2d audio trunk in channels_last memory format.
     audio_pool_valid_in_training: a fix of the reference, which averages over the zero padding too during
         training; when True, training pools like evaluation (first ``nframes // ratio`` steps only).
+    video_batchnorm: standardise the video features (BatchNorm1d without affine parameters, running statistics
+        at evaluation) before the video gate. Not in the reference (its checkpoints cannot hold it); useful when
+        the features carry their signal in low-variance directions, as random-init extractor features do.
     """
 
     embed_dim: int = 6144
@@ -46,6 +49,7 @@ class ModelConfig:
     audio_stem_matmul: bool = False
     audio_channels_last: bool = False
     audio_pool_valid_in_training: bool = False
+    video_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "video_dim", "word_dim", "audio_mel_bins", "recon_hidden"):
@@ -145,6 +149,9 @@ class MCNModel(nn.Module):
         self.config = config
         dim = config.embed_dim
         audio_dim = config.audio_widths[-1]
+        self.video_norm = (
+            nn.BatchNorm1d(config.video_dim, affine=False) if config.video_batchnorm else nn.Identity()
+        )
         self.video_gate = GatedEmbeddingUnit(config.video_dim, dim)
         self.audio_net = ResDAVEnet(
             mel_bins=config.audio_mel_bins,
@@ -193,7 +200,7 @@ class MCNModel(nn.Module):
         return F.relu(self.word_projection(words_BLW).amax(dim=1))
 
     def encode_video(self, video_BV: torch.Tensor) -> torch.Tensor:
-        return self.video_gate(video_BV)
+        return self.video_gate(self.video_norm(video_BV))
 
     def encode_audio(self, logmel_BFT: torch.Tensor, nframes_B: torch.Tensor) -> torch.Tensor:
         return self.audio_projection(self.audio_gate(self.audio_features(logmel_BFT, nframes_B)))

@@ -77,6 +77,11 @@ def _reference_shape(name: str, shape: torch.Size) -> tuple[int, ...]:
 
 def to_reference(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
     """Rename (and for Conv1d weights reshape) our state dict into the reference's layout."""
+    if config.video_batchnorm:
+        raise MCNError(
+            "a model with video_batchnorm=True has no reference layout (the reference feeds the video features "
+            "to its gate as they are); keep this project's checkpoint format for it"
+        )
     out = {}
     for name, tensor in state_dict.items():
         ref = reference_name(name)
@@ -87,6 +92,8 @@ def to_reference(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch
 
 def from_reference(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
     """The inverse of :func:`to_reference` for a model of ``config``; raises MCNError on any mismatch."""
+    if config.video_batchnorm:
+        raise MCNError("reference checkpoints hold no video BatchNorm: load them with video_batchnorm=False")
     shapes = _our_state_shapes(config)
     wanted = {reference_name(name): name for name in shapes}
     given = {k: v for k, v in state_dict.items() if k not in _UNUSED_INPUT_BN}

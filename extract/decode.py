@@ -379,7 +379,7 @@ def iter_windows_in_child(
     from mcn.extract import decode_worker
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mcn.extract.decode_worker"])
+    context.set_forkserver_preload(["mcn.extract.decode_worker", "decord"])  # imported once, not per video
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
         target=decode_worker.run_child, args=(sender, path, info, config, source), daemon=True

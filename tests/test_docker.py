@@ -486,3 +486,16 @@ def test_docs_give_the_sizing_and_storage_figures() -> None:
     assert "TO BE MEASURED" in text or "bench/extract.py" in text
     for path in (COMPOSE, LAUNCHER, RAYJOB, TORCHRUN_SCRIPT):
         assert str(path.relative_to(REPO)) in text, f"the docs must show how to use {path.name}"
+
+
+def test_every_command_in_the_readme_is_a_real_invocation() -> None:
+    checked = []
+    for line in shell_lines((REPO / "README.md").read_text()):
+        tokens = shlex.split(expand_variables(line), comments=True)
+        commands = [[]]
+        for token in tokens:  # `a ; b` runs two commands
+            commands.append([]) if token == ";" else commands[-1].append(token)
+        for command in commands:
+            if command and command[0] in ("mcn", "torchrun", "ray"):
+                checked.append(check_command(command))
+    assert checked.count("mcn") >= 15 and "torchrun" in checked and "ray job submit" in checked

@@ -167,7 +167,16 @@ def test_ray_job_extraction_then_torchrun_ddp_training(ray_cluster: dict, tmp_pa
         "mcn", "extract", str(corpus), "--out", str(store), "--preset", "tiny_cpu",
         "--word-vectors", str(vectors), "--address", "auto", "--no-progress",
     ]  # fmt: skip
-    result = run(submit, env, timeout=900)
+    # The head's job agent can come up after the nodes show as alive; until then a submission is refused
+    # (and no job is started), so a refusal is retried for a while.
+    deadline = time.monotonic() + 180
+    while True:
+        result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+        refused = "No available agent to submit job" in result.stdout + result.stderr
+        if result.returncode == 0 or not refused or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert result.returncode == 0, f"ray job submit failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert "succeeded" in result.stdout.lower(), result.stdout[-3000:]
 
     manifest = json.loads((store / "manifest.json").read_text())

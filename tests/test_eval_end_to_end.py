@@ -1,4 +1,4 @@
-"""Sample corpus -> extraction -> brief training -> zero-shot evaluation on the held-out benchmark (slow)."""
+"""Sample corpus -> extraction -> brief training -> zero-shot evaluation on the held-out benchmark (slow, ~7 min)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ def extract(videos, store, word_vectors) -> None:
 
 @pytest.mark.slow
 def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
+    # 128 tiny videos: ~96 for training, ~32 held out whose (colour, shape, motion) combinations no training video shows
     corpus = sample_corpus.generate_corpus(
-        tmp_path / "corpus", num_videos=40, seed=0, config=sample_corpus.tiny()
+        tmp_path / "corpus", num_videos=128, seed=0, config=sample_corpus.tiny()
     )
     extract(corpus.out_dir / "train", tmp_path / "store-train", corpus.word_vectors)
     extract(corpus.out_dir / "heldout", tmp_path / "store-heldout", corpus.word_vectors)
 
-    config = train_config.demo_cpu()
+    config = train_config.sample_tiny()
     config = replace(config, data=replace(config.data, store=str(tmp_path / "store-train"), num_workers=0))
     config.logging.progress = False
     config.logging.tensorboard = False
@@ -48,16 +49,17 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     flat = jobs.run_eval(retrieval)
     prefix = "run/benchmark_retrieval/text_to_video"
     gallery = flat[f"{prefix}/gallery_size"]
-    assert gallery >= 15
-    for key in ("R@1", "R@5", "R@10"):
-        assert 0.0 <= flat[f"{prefix}/{key}"] <= 1.0
-    assert 1.0 <= flat[f"{prefix}/MedR"] <= gallery
+    assert gallery >= 60
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == flat
     assert (tmp_path / "eval" / "report.html").stat().st_size > 0
+    # Zero-shot on unseen videos and unseen combinations. Chance: R@10 = 10 / N (about 0.12 at N = 83, with a
+    # standard deviation of about 0.036 over random rankings) and a median rank of about N / 2. Measured with
+    # this preset on corpus seeds 0 and 1: R@10 0.33 and 0.22 against 0.12 and 0.13, MedR 23 of 83 and 27 of 78.
+    chance = flat[f"{prefix}/chance_R@10"]
+    assert flat[f"{prefix}/R@10"] >= chance + 0.08
+    assert flat[f"{prefix}/MedR"] <= 0.4 * gallery
 
-    # The chain learns: on clips of the training videos, text->video retrieval is far above chance
-    # (chance: R@10 = 10 / N and a median rank of about N / 2). Held-out combinations of colour, shape and motion
-    # are not yet retrieved above chance with random-initialised visual features, so they are not asserted on.
+    # Clips of the training videos are retrieved far above chance too.
     seen = tmp_path / "seen_clips.csv"
     ground_truth = json.loads(corpus.ground_truth.read_text())
     with seen.open("w", newline="") as f:
@@ -74,11 +76,8 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     )
     flat = jobs.run_eval(seen_config)
     prefix = "run/seen_clips/text_to_video"
-    gallery = flat[f"{prefix}/gallery_size"]
-    assert gallery >= 30
-    # ~50 clips: chance R@10 is ~0.19 with a standard deviation of ~0.05 over random rankings
-    assert flat[f"{prefix}/R@10"] >= flat[f"{prefix}/chance_R@10"] + 0.2
-    assert flat[f"{prefix}/MedR"] <= gallery / 3
+    assert flat[f"{prefix}/gallery_size"] >= 100
+    assert flat[f"{prefix}/R@10"] >= 2 * flat[f"{prefix}/chance_R@10"]
 
     localization = replace(
         retrieval,

@@ -10,7 +10,6 @@ skipped), training resumes from its last checkpoint, and evaluation is redone.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from dataclasses import dataclass, replace
@@ -120,23 +119,11 @@ def _train(config: DemoConfig, store: Path, run: Path) -> dict:
     return train(preset, run, resume=True)
 
 
-def _seen_clips_benchmark(corpus: Path, path: Path) -> Path:
-    """The steps of the clean training videos as a retrieval benchmark: what the model has seen."""
-    ground_truth = json.loads((corpus / "ground_truth.json").read_text())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video_id", "start", "end", "text"])
-        for video in ground_truth["videos"]:
-            if video["split"] == "train" and not any(video["flags"].values()):
-                writer.writerows((video["id"], s["start"], s["end"], s["text"]) for s in video["steps"])
-    return path
-
-
 def _evaluate(stores: Path, run: Path, corpus: Path, out: Path) -> dict:
     from mcn.eval.jobs import EvalConfig, run_eval
+    from mcn.sample_corpus import seen_clips_benchmark
 
-    seen = _seen_clips_benchmark(corpus, out / "seen_clips.csv")
+    seen = seen_clips_benchmark(corpus, out / "seen_clips.csv")
     metrics = {}
     for kind, benchmark, store, folder in [
         ("retrieval", corpus / "benchmark_retrieval.csv", stores / "heldout", "retrieval"),

@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import itertools
+import json
 import shutil
 import tempfile
 import time
@@ -322,6 +323,21 @@ def _benchmarks(plan: CorpusPlan) -> tuple[str, dict]:
         entry = {"video_id": video["id"], "task": "all", "file": video["file"], "duration": video["duration"]}
         videos.append({**entry, "steps": steps})
     return buffer.getvalue(), {"name": "sample_heldout", "format_version": FORMAT_VERSION, "videos": videos}
+
+
+def seen_clips_benchmark(corpus: str | Path, path: str | Path) -> Path:
+    """Write the steps of ``corpus``'s clean training videos as a retrieval benchmark CSV (what a model trained
+    on the corpus has seen) to ``path``; returns ``path``."""
+    corpus, path = Path(corpus), Path(path)
+    ground_truth = json.loads((corpus / "ground_truth.json").read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video_id", "start", "end", "text"])
+        for video in ground_truth["videos"]:
+            if video["split"] == "train" and not any(video["flags"].values()):
+                writer.writerows((video["id"], s["start"], s["end"], s["text"]) for s in video["steps"])
+    return path
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:

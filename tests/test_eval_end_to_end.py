@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import replace
 
@@ -60,14 +59,7 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     assert flat[f"{prefix}/MedR"] <= 0.4 * gallery
 
     # Clips of the training videos are retrieved far above chance too.
-    seen = tmp_path / "seen_clips.csv"
-    ground_truth = json.loads(corpus.ground_truth.read_text())
-    with seen.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video_id", "start", "end", "text"])
-        for video in ground_truth["videos"]:
-            if video["split"] == "train" and not any(video["flags"].values()):
-                writer.writerows((video["id"], s["start"], s["end"], s["text"]) for s in video["steps"])
+    seen = sample_corpus.seen_clips_benchmark(corpus.out_dir, tmp_path / "seen_clips.csv")
     seen_config = replace(
         retrieval,
         benchmarks=[str(seen)],

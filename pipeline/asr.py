@@ -118,6 +118,11 @@ WINDOW_SAMPLES = 30 * SAMPLE_RATE
 MIN_CUT_SAMPLES = 20 * SAMPLE_RATE
 CUT_FRAME = SAMPLE_RATE // 10
 SILENCE_PEAK = 1e-4  # a window whose peak stays below this is digital silence: nothing to transcribe
+# Whisper's own rule for windows without speech (what faster-whisper applies too): a window whose
+# <|nospeech|> probability exceeds NO_SPEECH_THRESHOLD and whose transcript has a mean token log-probability
+# below LOGPROB_THRESHOLD is noise, not speech.
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
 
 
 def whisper_windows(num_samples: int, waveform: np.ndarray | None = None) -> list[tuple[int, int]]:
@@ -205,6 +210,41 @@ class TransformersAsr:
         self.generate_kwargs = _language_kwargs(self.pipe.model.generation_config, language, str(path))
         if beam_size > 1:
             self.generate_kwargs["num_beams"] = beam_size
+        generation = self.pipe.model.generation_config
+        self.no_speech_token = getattr(generation, "no_timestamps_token_id", None)
+        if self.no_speech_token is not None:  # <|nospeech|> sits right before <|notimestamps|>
+            self.no_speech_token -= 1
+        tokenizer = self.pipe.tokenizer
+        multilingual = getattr(generation, "is_multilingual", True)
+        self.prompt = [generation.decoder_start_token_id]
+        if multilingual and "language" in self.generate_kwargs:
+            self.prompt.append(tokenizer.convert_tokens_to_ids(f"<|{self.generate_kwargs['language']}|>"))
+        if multilingual and "task" in self.generate_kwargs:
+            self.prompt.append(tokenizer.convert_tokens_to_ids("<|transcribe|>"))
+        if self.no_speech_token is not None:
+            self.prompt.append(self.no_speech_token + 1)
+
+    def speech_scores(self, piece: np.ndarray, text: str) -> tuple[float, float]:
+        """(no-speech probability, mean log-probability of ``text``) of one window, as Whisper scores them:
+        the probability of <|nospeech|> right after <|startoftranscript|>, and the text's tokens (plus
+        <|endoftext|>) forced through the decoder after the window's prompt."""
+        import torch
+
+        model, tokenizer = self.pipe.model, self.pipe.tokenizer
+        features = self.pipe.feature_extractor(piece, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        text_ids = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
+        tokens = self.prompt + text_ids + [tokenizer.eos_token_id]
+        with torch.inference_mode():
+            logits = model(
+                input_features=features.input_features.to(model.device, model.dtype),
+                decoder_input_ids=torch.tensor([tokens[:-1]], device=model.device),
+            ).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        no_speech = float(logprobs[0, self.no_speech_token].exp())
+        first = len(self.prompt) - 1  # the logits that predict the first text token
+        targets = torch.tensor(tokens[first + 1 :], device=logprobs.device)
+        mean_logprob = float(logprobs[first:].gather(1, targets[:, None]).mean())
+        return no_speech, mean_logprob
 
     def __call__(self, waveform_16k: np.ndarray) -> Captions:
         audio = np.asarray(waveform_16k, np.float32).reshape(-1)
@@ -220,8 +260,13 @@ class TransformersAsr:
                 return_timestamps=True,
                 generate_kwargs=dict(self.generate_kwargs),
             )
+            chunks = [chunk for chunk in result.get("chunks", []) if chunk["text"].strip()]
+            if chunks and self.no_speech_token is not None:
+                no_speech, mean_logprob = self.speech_scores(piece, " ".join(c["text"].strip() for c in chunks))
+                if no_speech > NO_SPEECH_THRESHOLD and mean_logprob < LOGPROB_THRESHOLD:
+                    continue  # noise that Whisper put words to
             offset, window_end = first / SAMPLE_RATE, last / SAMPLE_RATE
-            for chunk in result.get("chunks", []):
+            for chunk in chunks:
                 text = chunk["text"].strip()
                 if not text:
                     continue

@@ -256,6 +256,22 @@ def test_empty_silent_and_broken_audio(transformers_asr):
 
 
 @pytest.mark.slow
+def test_noise_gets_no_invented_words_but_noisy_speech_is_heard(transformers_asr, speech):
+    """Whisper puts "Thank you for watching." to faint noise; Whisper's no-speech rule drops it."""
+    rng = np.random.default_rng(0)
+    for amplitude in (1e-3, 1e-2, 3e-2):
+        noise = (rng.standard_normal(8 * SR) * amplitude).astype(np.float32)
+        assert transformers_asr(noise) == [], amplitude
+        no_speech, mean_logprob = transformers_asr.speech_scores(noise, "Thank you for watching.")
+        assert no_speech > asr.NO_SPEECH_THRESHOLD and mean_logprob < asr.LOGPROB_THRESHOLD
+    noisy = speech + (rng.standard_normal(len(speech)) * 1e-2).astype(np.float32)
+    captions = transformers_asr(noisy)
+    assert len({"slice", "tomato", "boil", "pasta", "sauce"} & set(words(captions))) >= 4, captions
+    no_speech, mean_logprob = transformers_asr.speech_scores(noisy, " ".join(c[2] for c in captions))
+    assert no_speech < asr.NO_SPEECH_THRESHOLD and mean_logprob > asr.LOGPROB_THRESHOLD
+
+
+@pytest.mark.slow
 def test_build_asr_as_the_extraction_job_calls_it(hf_dir, speech):
     """The AsrActor's call, with the language left to Whisper to detect."""
     config = AsrConfig(enabled=True, backend="transformers", model_path=str(hf_dir), language=None)

@@ -32,7 +32,15 @@ from mcn.configs import config_to_dict, save_config, write_json_atomic
 from mcn.errors import MCNError
 from mcn.sample_plan import TEMPLATES, CorpusPlan, plan_corpus
 from mcn.sample_speech import CAPTION_WRITERS, SpeechSynthesizer, broken_captions, write_wav
-from mcn.sample_video import CODEC_PROFILES, COLOURS, MOTIONS, SHAPES, encode_video, iter_frames
+from mcn.sample_video import (
+    BACKGROUNDS,
+    CODEC_PROFILES,
+    COLOURS,
+    MOTIONS,
+    SHAPES,
+    encode_video,
+    iter_frames,
+)
 
 FORMAT_VERSION = 1
 NOT_A_VIDEO = (
@@ -53,6 +61,8 @@ class MediaConfig:
 
     step_seconds: tuple[float, float] = (4.0, 7.0)
     steps_per_video: tuple[int, int] = (2, 4)
+    # Pause between two steps, in which only the background shows (the shape has left); 0 = steps follow on.
+    step_gap_seconds: float = 0.0
     min_video_seconds: float = 10.0
     resolutions: tuple[tuple[int, int], ...] = ((640, 360), (854, 480), (1280, 720), (360, 640), (480, 854))
     resolution_weights: tuple[float, ...] = (0.45, 0.2, 0.05, 0.2, 0.1)
@@ -64,6 +74,8 @@ class MediaConfig:
     def __post_init__(self) -> None:
         if not 0.5 <= self.step_seconds[0] <= self.step_seconds[1]:
             raise ValueError(f"step_seconds {self.step_seconds}: give (low, high) with 0.5 <= low <= high")
+        if not 0.0 <= self.step_gap_seconds <= 5.0:
+            raise ValueError(f"step_gap_seconds {self.step_gap_seconds}: use a value in [0, 5]")
         if not 1 <= self.steps_per_video[0] <= self.steps_per_video[1]:
             raise ValueError(
                 f"steps_per_video {self.steps_per_video}: give (low, high) with 1 <= low <= high"
@@ -140,6 +152,8 @@ class SampleCorpusConfig:
     colours: tuple[str, ...] = tuple(COLOURS)
     shapes: tuple[str, ...] = SHAPES
     motions: tuple[str, ...] = MOTIONS
+    # Background patterns drawn behind the shape (each step draws one, and a muted tint).
+    backgrounds: tuple[str, ...] = BACKGROUNDS
     # Narration sentences; each names {colour}, {shape} and {motion}, and may name the {background}.
     templates: tuple[str, ...] = TEMPLATES
     media: MediaConfig = field(default_factory=MediaConfig)
@@ -156,7 +170,12 @@ class SampleCorpusConfig:
         for name in ("heldout_video_fraction", "heldout_combination_fraction"):
             if not 0.05 <= getattr(self, name) <= 0.5:
                 raise ValueError(f"{name}={getattr(self, name)}: use a value in [0.05, 0.5]")
-        for name, known in (("colours", COLOURS), ("shapes", SHAPES), ("motions", MOTIONS)):
+        for name, known in (
+            ("colours", COLOURS),
+            ("shapes", SHAPES),
+            ("motions", MOTIONS),
+            ("backgrounds", BACKGROUNDS),
+        ):
             chosen = tuple(getattr(self, name))
             setattr(self, name, chosen)
             if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(known):
@@ -228,7 +247,26 @@ def tiny() -> SampleCorpusConfig:
     )
 
 
-PRESETS = {"default": default, "demo": demo, "tiny": tiny}
+def tiny_plain() -> SampleCorpusConfig:
+    """:func:`tiny` made for learning from features of networks without trained weights (the end-to-end
+    test's corpus): plain backgrounds (such networks see stripes, checks and dots more than the shape in front
+    of them), one landscape size in H.264 (shape features change with the frame's layout and blur with low
+    bit rates), and a 1 s pause between steps, so that the whole seconds a step's features are pooled over
+    (the evaluation takes feature rows ``int(start) .. int(end)``) show its own shape or the empty background,
+    never the neighbouring step's. Corrupt files, missing audio and broken captions stay."""
+    config = tiny()
+    media = replace(
+        config.media,
+        step_gap_seconds=1.0,
+        resolutions=((320, 180),),
+        resolution_weights=(1.0,),
+        codec_profiles=("mp4-h264", "mkv-h264"),
+        codec_profile_weights=(0.7, 0.3),
+    )
+    return replace(config, backgrounds=("plain",), media=media)
+
+
+PRESETS = {"default": default, "demo": demo, "tiny": tiny, "tiny_plain": tiny_plain}
 
 
 @dataclass
@@ -418,6 +456,7 @@ DESCRIPTION = "Generate the narrated sample corpus: synthetic instructional vide
 EPILOG = """examples:
   mcn sample-data corpus/                      # 40 videos (about 10 min of video), seed 0
   mcn sample-data corpus/ --videos 8 --seed 3 --preset tiny
+  mcn sample-data corpus/ --videos 128 --preset tiny_plain   # what a short CPU training run learns from
   mcn sample-data corpus/ --overwrite          # regenerate into an existing corpus folder
 """
 

@@ -91,9 +91,10 @@ class _StepChooser:
         train_triples: list[tuple],
         heldout_triples: list[tuple],
         templates: tuple[str, ...] = TEMPLATES,
+        backgrounds: tuple[str, ...] = BACKGROUNDS,
     ) -> None:
         self.rng, self.train_triples, self.heldout_triples = rng, train_triples, heldout_triples
-        self.templates = templates
+        self.templates, self.backgrounds = templates, backgrounds
         self.seen: set[tuple] = set()
 
     def _pick(self, options: list, preferred: list | None = None):
@@ -120,10 +121,11 @@ class _StepChooser:
         phrase = self._pick(phrases, [i for i in phrases if (("p", motion, i) in seen) == heldout])
         template = self._pick(templates, [i for i in templates if (("t", i) in seen) == heldout])
         spoken_background = "{background}" in self.templates[template]
+        backgrounds = list(self.backgrounds)
         if heldout and spoken_background:
-            background = self._pick(BACKGROUNDS, [b for b in BACKGROUNDS if ("b", b) in seen])
+            background = self._pick(backgrounds, [b for b in backgrounds if ("b", b) in seen])
         else:
-            background = self._pick(BACKGROUNDS, [b for b in BACKGROUNDS if ("b", b) not in seen])
+            background = self._pick(backgrounds, [b for b in backgrounds if ("b", b) not in seen])
         if kind == "clean":
             seen |= _units(triple) | {("p", motion, phrase), ("t", template)}
             if spoken_background:
@@ -182,8 +184,34 @@ def _narrate(
             "colour": colour, "shape": shape, "motion": motion, "background": background,
             "speech_start": round(start + offset, 3), "speech_end": round(start + offset + utterance.duration, 3),
         })  # fmt: skip
-        start = end
+        start = end + config.media.step_gap_seconds
     return entries, scenes, sentences, placed
+
+
+def balanced_combinations(
+    rng: np.random.Generator, triples: list[tuple[str, str, str]], count: int
+) -> list[tuple[str, str, str]]:
+    """``count`` of ``triples`` drawn at random such that each colour, each shape and each motion appears in
+    at most ``ceil(count / number of its values)`` of them: the held-out benchmark then asks about every value
+    about equally often, and its difficulty does not swing with the seed (a plain random draw can give a
+    held-out set that is two thirds squares)."""
+    values = [sorted({t[k] for t in triples}) for k in range(3)]
+    caps = [-(-count // len(v)) for v in values]
+    best: list[tuple[str, str, str]] = []
+    for _ in range(100):
+        used = [dict.fromkeys(v, 0) for v in values]
+        chosen = []
+        for i in rng.permutation(len(triples)).tolist():
+            triple = triples[i]
+            if all(used[k][triple[k]] < caps[k] for k in range(3)):
+                chosen.append(triple)
+                for k in range(3):
+                    used[k][triple[k]] += 1
+                if len(chosen) == count:
+                    return chosen
+        best = max(best, chosen, key=len)
+    rest = [t for t in triples if t not in best]  # caps that cannot all be met: fill up at random
+    return best + [rest[i] for i in rng.permutation(len(rest))[: count - len(best)].tolist()]
 
 
 def plan_corpus(config: SampleCorpusConfig, speech: SpeechSynthesizer) -> CorpusPlan:
@@ -197,11 +225,14 @@ def plan_corpus(config: SampleCorpusConfig, speech: SpeechSynthesizer) -> Corpus
     rates = _spread(rng, media.frame_rates, media.frame_rate_weights, num_videos)
     caption_formats = _spread(rng, narration.caption_formats, narration.caption_format_weights, num_videos)
     triples = list(itertools.product(config.colours, config.shapes, config.motions))
-    order = rng.permutation(len(triples))
     num_heldout_triples = max(1, round(config.heldout_combination_fraction * len(triples)))
-    heldout_triples = sorted(triples[i] for i in order[:num_heldout_triples])
+    heldout_triples = sorted(balanced_combinations(rng, triples, num_heldout_triples))
     chooser = _StepChooser(
-        rng, sorted(triples[i] for i in order[num_heldout_triples:]), heldout_triples, config.templates
+        rng,
+        sorted(set(triples) - set(heldout_triples)),
+        heldout_triples,
+        config.templates,
+        config.backgrounds,
     )
     kinds = [
         "heldout"

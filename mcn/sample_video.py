@@ -237,7 +237,8 @@ def draw_shape(frame: I420Frame, scene: StepScene, sprite: ShapeSprite, progress
 def iter_frames(
     scenes: list[StepScene], num_frames: int, fps: Fraction, height: int, width: int
 ) -> Iterator[I420Frame]:
-    """Yield every frame of a video whose steps are ``scenes`` (frame i shows time i / fps)."""
+    """Yield every frame of a video whose steps are ``scenes`` (frame i shows time i / fps); between two
+    scenes that do not touch, the next scene's background alone."""
     backgrounds = [I420Frame.from_rgb(render_background(s.background, s.tint, height, width)) for s in scenes]
     max_size = max(motion_pose(s.motion, p)[2] for s in scenes for p in (0.0, 1.0))
     sprites = [
@@ -250,8 +251,9 @@ def iter_frames(
             step += 1
         scene = scenes[step]
         frame = backgrounds[step].copy()
-        progress = min(1.0, max(0.0, (t - scene.start) / (scene.end - scene.start)))
-        draw_shape(frame, scene, sprites[step], progress)
+        if t >= scene.start:  # before it: a pause between two steps, background only
+            progress = min(1.0, (t - scene.start) / (scene.end - scene.start))
+            draw_shape(frame, scene, sprites[step], progress)
         yield frame
 
 

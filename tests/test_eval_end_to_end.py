@@ -1,4 +1,4 @@
-"""Sample corpus -> extraction -> brief training -> zero-shot evaluation on the held-out benchmark (slow, ~7 min)."""
+"""Sample corpus -> extraction -> brief training -> zero-shot evaluation on the held-out benchmark (slow, ~6 min)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ def extract(videos, store, word_vectors) -> None:
 
 @pytest.mark.slow
 def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
-    # 128 tiny videos: ~96 for training, ~32 held out whose (colour, shape, motion) combinations no training video shows
+    # 128 tiny videos on plain backgrounds: ~96 for training, ~32 held out whose (colour, shape, motion)
+    # combinations no training video shows
     corpus = sample_corpus.generate_corpus(
-        tmp_path / "corpus", num_videos=128, seed=0, config=sample_corpus.tiny()
+        tmp_path / "corpus", num_videos=128, seed=0, config=sample_corpus.tiny_plain()
     )
     extract(corpus.out_dir / "train", tmp_path / "store-train", corpus.word_vectors)
     extract(corpus.out_dir / "heldout", tmp_path / "store-heldout", corpus.word_vectors)
@@ -51,14 +52,17 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     assert gallery >= 60
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == flat
     assert (tmp_path / "eval" / "report.html").stat().st_size > 0
-    # Zero-shot on unseen videos and unseen combinations. Chance: R@10 = 10 / N (about 0.12 at N = 83, with a
-    # standard deviation of about 0.036 over random rankings) and a median rank of about N / 2. Measured with
-    # this preset on corpus seeds 0 and 1: R@10 0.33 and 0.22 against 0.12 and 0.13, MedR 23 of 83 and 27 of 78.
+    # Zero-shot on unseen videos and unseen combinations. Chance: R@10 = 10 / N (about 0.13 at N = 76, with a
+    # standard deviation of about 0.04 over random rankings) and a median rank of about N / 2; a model that knew
+    # the colour perfectly and nothing else would reach R@10 ~0.49, MedR ~10.5. Measured with this corpus
+    # preset and training preset on corpus seeds 0, 1 and 2: R@10 0.57, 0.58 and 0.41 against 0.13, 0.12 and 0.12;
+    # MedR 9.5 of 76, 9 of 81 and 14 of 86 (one thread per run); this test on 2 threads, seed 0: R@10 0.50,
+    # MedR 10.5 of 76.
     chance = flat[f"{prefix}/chance_R@10"]
-    assert flat[f"{prefix}/R@10"] >= chance + 0.08
-    assert flat[f"{prefix}/MedR"] <= 0.4 * gallery
+    assert flat[f"{prefix}/R@10"] >= 3 * chance
+    assert flat[f"{prefix}/MedR"] <= 0.2 * gallery
 
-    # Clips of the training videos are retrieved far above chance too.
+    # Clips of the training videos are retrieved far above chance too (measured: 7.1x to 8.4x chance).
     seen = sample_corpus.seen_clips_benchmark(corpus.out_dir, tmp_path / "seen_clips.csv")
     seen_config = replace(
         retrieval,
@@ -69,7 +73,7 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     flat = jobs.run_eval(seen_config)
     prefix = "run/seen_clips/text_to_video"
     assert flat[f"{prefix}/gallery_size"] >= 100
-    assert flat[f"{prefix}/R@10"] >= 2 * flat[f"{prefix}/chance_R@10"]
+    assert flat[f"{prefix}/R@10"] >= 4 * flat[f"{prefix}/chance_R@10"]
 
     localization = replace(
         retrieval,

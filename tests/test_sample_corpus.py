@@ -20,8 +20,8 @@ from gensim.models import KeyedVectors
 
 from mcn.cli import main
 from mcn.extract.text import CaptionError, read_captions
-from mcn.sample_corpus import FlawConfig, SampleCorpusConfig, generate_corpus, tiny
-from mcn.sample_plan import plan_corpus, vocabulary
+from mcn.sample_corpus import PRESETS, FlawConfig, SampleCorpusConfig, generate_corpus, tiny
+from mcn.sample_plan import balanced_combinations, plan_corpus, vocabulary
 from mcn.sample_speech import CAPTION_WRITERS, SpeechSynthesizer, caption_lines
 from mcn.sample_video import COLOURS
 
@@ -307,6 +307,8 @@ def test_config_validation_says_how_to_fix():
         replace(tiny(), colours=("red",), shapes=("circle",), motions=("left", "right"))
     with pytest.raises(ValueError, match="must contain"):
         replace(tiny(), templates=("the {colour} {shape}",))
+    with pytest.raises(ValueError, match="backgrounds .*distinct names"):
+        replace(tiny(), backgrounds=("plain", "plain"))
 
 
 def test_palette_and_templates_limit_what_steps_show_and_say():
@@ -317,6 +319,7 @@ def test_palette_and_templates_limit_what_steps_show_and_say():
         colours=("red", "blue"),
         shapes=("circle", "star"),
         motions=("left", "grow"),
+        backgrounds=("plain", "dotted"),
         templates=("now the {colour} {shape} {motion}",),
     )
     plan = plan_corpus(config, SpeechSynthesizer())
@@ -328,6 +331,52 @@ def test_palette_and_templates_limit_what_steps_show_and_say():
     assert {s["motion"] for s in steps} == {"left", "grow"}
     assert all(s["text"].startswith(f"now the {s['colour']} {s['shape']} ") for s in steps)
     assert len(plan.heldout_combinations) == 2  # a quarter of the 8 combinations
+    assert {s["background"] for s in steps} == {"plain", "dotted"}
+    plain = plan_corpus(replace(config, backgrounds=("plain",)), SpeechSynthesizer())
+    assert {s["background"] for v in plain.videos for s in v["steps"]} == {"plain"}
+    assert PRESETS["tiny_plain"]().backgrounds == ("plain",)
+
+
+def test_heldout_combinations_ask_about_every_value_about_equally():
+    triples = [(c, s, m) for c in "rgby" for s in "csq" for m in "LRSG"]
+    for seed in range(5):
+        chosen = balanced_combinations(np.random.default_rng(seed), triples, 12)
+        assert len(set(chosen)) == 12 and set(chosen) <= set(triples)
+        for k, values in enumerate(("rgby", "csq", "LRSG")):
+            counts = [sum(t[k] == v for t in chosen) for v in values]
+            assert max(counts) == 12 // len(values) == min(counts), (seed, k, counts)
+    assert balanced_combinations(np.random.default_rng(0), triples, 12) == balanced_combinations(
+        np.random.default_rng(0), triples, 12
+    )
+    # Caps that cannot all be met still give as many distinct combinations as asked for.
+    lopsided = [("r", s, m) for s in "csq" for m in "LRSG"] + [("g", "c", "L")]
+    chosen = balanced_combinations(np.random.default_rng(0), lopsided, 8)
+    assert len(set(chosen)) == 8 and set(chosen) <= set(lopsided)
+    plan = plan_corpus(replace(tiny(), num_videos=40, seed=2), SpeechSynthesizer())
+    shapes = [t[1] for t in plan.heldout_combinations]
+    assert len(plan.heldout_combinations) == 12 and all(shapes.count(s) == 4 for s in set(shapes))
+
+
+def test_steps_can_be_separated_by_a_pause_that_shows_only_the_background():
+    from fractions import Fraction
+
+    from mcn.sample_video import StepScene, iter_frames
+
+    config = replace(tiny(), num_videos=12, seed=1, media=replace(tiny().media, step_gap_seconds=1.0))
+    plan = plan_corpus(config, SpeechSynthesizer())
+    for video in plan.videos:
+        steps = video["steps"]
+        assert all(b["start"] == pytest.approx(a["end"] + 1.0) for a, b in zip(steps, steps[1:]))
+        assert all(s["start"] < s["speech_start"] < s["speech_end"] < s["end"] for s in steps)
+    scenes = [StepScene(0.0, 1.0, "red", "square", "grow", "plain", (40, 40, 48)),
+              StepScene(2.0, 3.0, "blue", "circle", "left", "plain", (40, 40, 48))]  # fmt: skip
+    frames = list(iter_frames(scenes, 30, Fraction(10), 72, 128))
+    spread = [float(f.y_HW.std()) for f in frames]
+    assert min(spread[:10]) > 2 and max(spread[10:20]) < 0.5 and min(spread[20:]) > 2  # shape, pause, shape
+    with pytest.raises(ValueError, match="step_gap_seconds"):
+        replace(tiny().media, step_gap_seconds=-1.0)
+    media = PRESETS["tiny_plain"]().media
+    assert media.step_gap_seconds == 1.0 and media.resolutions == ((320, 180),)
 
 
 @pytest.mark.slow

@@ -214,15 +214,21 @@ class TransformersAsr:
         self.no_speech_token = getattr(generation, "no_timestamps_token_id", None)
         if self.no_speech_token is not None:  # <|nospeech|> sits right before <|notimestamps|>
             self.no_speech_token -= 1
+        # The prompt Whisper decodes after: <|startoftranscript|> [language] [task] <|notimestamps|>; with no
+        # language forced, the language is the one Whisper finds most likely after <|startoftranscript|>.
         tokenizer = self.pipe.tokenizer
         multilingual = getattr(generation, "is_multilingual", True)
-        self.prompt = [generation.decoder_start_token_id]
+        self.language_ids: list[int] = []
+        self.language_id: int | None = None
         if multilingual and "language" in self.generate_kwargs:
-            self.prompt.append(tokenizer.convert_tokens_to_ids(f"<|{self.generate_kwargs['language']}|>"))
-        if multilingual and "task" in self.generate_kwargs:
-            self.prompt.append(tokenizer.convert_tokens_to_ids("<|transcribe|>"))
-        if self.no_speech_token is not None:
-            self.prompt.append(self.no_speech_token + 1)
+            self.language_id = tokenizer.convert_tokens_to_ids(f"<|{self.generate_kwargs['language']}|>")
+        elif multilingual:
+            self.language_ids = sorted((getattr(generation, "lang_to_id", None) or {}).values())
+        self.task_ids = (
+            [tokenizer.convert_tokens_to_ids("<|transcribe|>")]
+            if multilingual and "task" in self.generate_kwargs
+            else []
+        )
 
     def speech_scores(self, piece: np.ndarray, text: str) -> tuple[float, float]:
         """(no-speech probability, mean log-probability of ``text``) of one window, as Whisper scores them:
@@ -232,18 +238,25 @@ class TransformersAsr:
 
         model, tokenizer = self.pipe.model, self.pipe.tokenizer
         features = self.pipe.feature_extractor(piece, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        text_ids = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
-        tokens = self.prompt + text_ids + [tokenizer.eos_token_id]
+        start = model.generation_config.decoder_start_token_id
+        targets = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         with torch.inference_mode():
-            logits = model(
-                input_features=features.input_features.to(model.device, model.dtype),
-                decoder_input_ids=torch.tensor([tokens[:-1]], device=model.device),
-            ).logits[0].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        no_speech = float(logprobs[0, self.no_speech_token].exp())
-        first = len(self.prompt) - 1  # the logits that predict the first text token
-        targets = torch.tensor(tokens[first + 1 :], device=logprobs.device)
-        mean_logprob = float(logprobs[first:].gather(1, targets[:, None]).mean())
+            encoded = model.model.encoder(features.input_features.to(model.device, model.dtype))
+
+            def logprobs(tokens: list[int]) -> torch.Tensor:
+                decoder_input = torch.tensor([tokens], device=model.device)
+                logits = model(encoder_outputs=encoded, decoder_input_ids=decoder_input).logits[0]
+                return torch.log_softmax(logits.float(), dim=-1)
+
+            after_start = logprobs([start])[0]
+            language = self.language_id
+            if language is None and self.language_ids:
+                language = self.language_ids[int(after_start[self.language_ids].argmax())]
+            prompt = [start, *([language] if language is not None else []), *self.task_ids]
+            prompt.append(self.no_speech_token + 1)  # <|notimestamps|>
+            scores = logprobs(prompt + targets[:-1])[len(prompt) - 1 :]
+        no_speech = float(after_start[self.no_speech_token].exp())
+        mean_logprob = float(scores.gather(1, torch.tensor(targets, device=scores.device)[:, None]).mean())
         return no_speech, mean_logprob
 
     def __call__(self, waveform_16k: np.ndarray) -> Captions:
@@ -262,7 +275,9 @@ class TransformersAsr:
             )
             chunks = [chunk for chunk in result.get("chunks", []) if chunk["text"].strip()]
             if chunks and self.no_speech_token is not None:
-                no_speech, mean_logprob = self.speech_scores(piece, " ".join(c["text"].strip() for c in chunks))
+                no_speech, mean_logprob = self.speech_scores(
+                    piece, " ".join(c["text"].strip() for c in chunks)
+                )
                 if no_speech > NO_SPEECH_THRESHOLD and mean_logprob < LOGPROB_THRESHOLD:
                     continue  # noise that Whisper put words to
             offset, window_end = first / SAMPLE_RATE, last / SAMPLE_RATE

@@ -236,17 +236,17 @@ def convert_whisper(ct2_dir: str | Path, out_dir: str | Path) -> Path:
         raise ValueError(f"lang_ids are not language tokens: {list(lang_to_id)[:5]}")
     translate, transcribe, _, start_of_prev = (token_id(t) for t in _TASK_TOKENS)
 
-    config = WhisperConfig(
-        **dims,
-        activation_function="gelu",
-        scale_embedding=False,
-        tie_word_embeddings=True,
+    # Special tokens and suppressed tokens: the same in the model config and the generation config.
+    tokens = dict(
         pad_token_id=end_of_text,
         bos_token_id=end_of_text,
         eos_token_id=end_of_text,
         decoder_start_token_id=start_of_transcript,
         suppress_tokens=ct2_config["suppress_ids"],
         begin_suppress_tokens=ct2_config["suppress_ids_begin"],
+    )
+    config = WhisperConfig(
+        **dims, activation_function="gelu", scale_embedding=False, tie_word_embeddings=True, **tokens
     )
     with torch.device("meta"):  # no random initialisation: every weight comes from the state dict
         model = WhisperForConditionalGeneration(config)
@@ -263,13 +263,8 @@ def convert_whisper(ct2_dir: str | Path, out_dir: str | Path) -> Path:
         raise ValueError(f"weights left without values: {left_out}")
 
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=start_of_transcript,
-        bos_token_id=end_of_text,
-        eos_token_id=end_of_text,
-        pad_token_id=end_of_text,
+        **tokens,
         max_length=dims["max_target_positions"],
-        suppress_tokens=ct2_config["suppress_ids"],
-        begin_suppress_tokens=ct2_config["suppress_ids_begin"],
         is_multilingual=is_multilingual,
         lang_to_id=lang_to_id if is_multilingual else {},
         task_to_id={"translate": translate, "transcribe": transcribe} if is_multilingual else {},

@@ -7,9 +7,8 @@ import csv
 import io
 import json
 
-Word = tuple[
-    float, float, str
-]  # one spoken word: (start_s, end_s, word); caption writers take lists of sentences
+# One spoken word: (start_s, end_s, word). Caption writers take sentences: lists of them.
+Word = tuple[float, float, str]
 
 
 def _timestamp(seconds: float, decimal: str = ".") -> str:

@@ -44,7 +44,9 @@ def main() -> None:
             from mcn.sample_corpus import generate_corpus
 
             generate_corpus(corpus, num_videos=args.videos, seed=0)
-        config = pipeline_config.PRESETS[args.preset](str(corpus), str(Path(tmp) / "store"))
+        config = dataclasses.replace(
+            pipeline_config.PRESETS[args.preset](), input=str(corpus), out=str(Path(tmp) / "store")
+        )
         vectors = corpus / "word2vec.bin"
         text = dataclasses.replace(
             config.extract.text, word_vectors=str(vectors) if vectors.exists() else None

@@ -11,10 +11,10 @@ word-vector file (``--word-vectors``, recorded in the store manifest by the extr
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mcn.configs import save_config
+from mcn.configs import apply_overrides, save_config
 from mcn.errors import MCNError
 from mcn.eval import benchmarks
 
@@ -123,7 +123,7 @@ def run_extraction(inputs: str, config: PrepareConfig) -> None:
         raise MCNError(
             f"unknown extraction preset {config.pipeline_preset!r}; use one of {', '.join(pipeline_config.PRESETS)}"
         )
-    job = pipeline_config.PRESETS[config.pipeline_preset](inputs, config.out)
+    job = replace(pipeline_config.PRESETS[config.pipeline_preset](), input=inputs, out=config.out)
     if config.word_vectors:
-        job.extract.text.word_vectors = config.word_vectors
+        job = apply_overrides(job, {"extract.text.word_vectors": config.word_vectors})
     run_job(job)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mcn.configs import config_to_dict
+from mcn.errors import MCNError
 from mcn.extract.decode import DecodeConfig, DecodeError, VideoInfo, iter_frame_windows, probe, read_audio
 
 __all__ = [
@@ -31,7 +32,7 @@ AUDIO_SAMPLE_RATE = 16000
 CLIP_FRAMES = 16
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ModelsConfig:
     """Registered model names (``mcn.extract.visual.MODELS``) and their weights files."""
 
@@ -45,10 +46,10 @@ class ModelsConfig:
 
     def __post_init__(self) -> None:
         if self.download_2d and self.weights_2d:
-            raise ValueError("set either models.weights_2d or models.download_2d, not both")
+            raise MCNError("set either models.weights_2d or models.download_2d, not both")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
     """Where and how the networks run. Precisions apply on a GPU only; the CPU always runs float32."""
 
@@ -60,18 +61,18 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if self.batch_2d < 1 or self.batch_3d < 1:
-            raise ValueError(
+            raise MCNError(
                 f"runtime batch sizes must be >= 1, got batch_2d={self.batch_2d}, batch_3d={self.batch_3d}"
             )
         allowed = ("fp32", "tf32", "bf16", "fp16")
         for name in ("precision_2d", "precision_3d"):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"runtime.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise MCNError(f"runtime.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"runtime.device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+            raise MCNError(f"runtime.device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TextConfig:
     """Word vectors for caption token ids (None: captions are kept as text, without ids)."""
 
@@ -79,7 +80,7 @@ class TextConfig:
     binary: bool | None = None  # None: from the extension / file header
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ExtractConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)

@@ -98,7 +98,9 @@ def _extract(config: DemoConfig, videos: Path, store: Path, word_vectors: Path) 
         text=replace(extract_config.text, word_vectors=str(word_vectors)),
     )
     job = replace(
-        pipeline_config.default(str(videos), str(store)),
+        pipeline_config.default(),
+        input=str(videos),
+        out=str(store),
         extract=extract_config,
         ray=pipeline_config.RayConfig(num_cpus=config.num_cpus),
     )

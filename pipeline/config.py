@@ -11,12 +11,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcn import extract
+from mcn.errors import MCNError
 from mcn.extract import ExtractConfig
 
 ASR_BACKENDS = ("faster-whisper", "transformers")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RayConfig:
     """Where the job runs: a local Ray started for it (default) or an existing cluster."""
 
@@ -27,12 +29,12 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         if self.num_cpus is not None and self.num_cpus < 1:
-            raise ValueError(
+            raise MCNError(
                 f"ray.num_cpus must be >= 1 (got {self.num_cpus}); leave it unset to use every core"
             )
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class StageConfig:
     """How much of each stage runs at once. None = derived from the cluster's resources at start."""
 
@@ -63,14 +65,14 @@ class StageConfig:
         for name in ("decode_tasks", "actors_2d", "actors_3d"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"stages.{name} must be >= 1 (got {value}); leave it unset for the default")
+                raise MCNError(f"stages.{name} must be >= 1 (got {value}); leave it unset for the default")
         if self.windows_in_flight < 1 or self.decode_lookahead < 1 or self.actors_asr < 1:
-            raise ValueError("stages.windows_in_flight, decode_lookahead and actors_asr must be >= 1")
+            raise MCNError("stages.windows_in_flight, decode_lookahead and actors_asr must be >= 1")
         if self.torch_threads < 1 or self.max_attempts < 1:
-            raise ValueError("stages.torch_threads and stages.max_attempts must be >= 1")
+            raise MCNError("stages.torch_threads and stages.max_attempts must be >= 1")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ShardConfig:
     """Shard bounds: a shard closes at whichever limit comes first, and always holds whole videos."""
 
@@ -82,7 +84,7 @@ class ShardConfig:
 
     def __post_init__(self) -> None:
         if self.max_videos < 1 or self.max_bytes < 1:
-            raise ValueError("shards.max_videos and shards.max_bytes must be >= 1")
+            raise MCNError("shards.max_videos and shards.max_bytes must be >= 1")
 
 
 def default_whisper_dir() -> Path:
@@ -91,7 +93,7 @@ def default_whisper_dir() -> Path:
     return cache / "mcn" / "whisper-base-ct2"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class AsrConfig:
     """Speech recognition for videos without sidecar captions (off by default)."""
 
@@ -104,19 +106,19 @@ class AsrConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in ASR_BACKENDS:
-            raise ValueError(f"asr.backend must be one of {ASR_BACKENDS}, got {self.backend!r}")
+            raise MCNError(f"asr.backend must be one of {ASR_BACKENDS}, got {self.backend!r}")
         if self.enabled and self.backend == "transformers" and not self.model_path:
-            raise ValueError(
+            raise MCNError(
                 "asr.backend 'transformers' needs asr.model_path: a local Hugging Face Whisper folder"
             )
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
-    """Everything one `mcn extract` run needs."""
+    """Everything one `mcn extract` run needs. Presets leave ``input`` and ``out`` empty; the run sets them."""
 
-    input: str
-    out: str
+    input: str = ""
+    out: str = ""
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     stages: StageConfig = field(default_factory=StageConfig)
@@ -126,26 +128,23 @@ class PipelineConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.input and self.out and Path(self.out).resolve() == Path(self.input).resolve():
+            raise MCNError("the output store must not be the input folder; pass a new folder to --out")
+
+    def check_paths(self) -> None:
+        """Before a run: both paths are given."""
         if not self.input or not self.out:
-            raise ValueError("give both the input (folder or manifest) and the output store folder")
-        if Path(self.out).resolve() == Path(self.input).resolve():
-            raise ValueError("the output store must not be the input folder; pass a new folder to --out")
+            raise MCNError("give both the input (folder or manifest) and the output store folder (--out)")
 
 
-def default(input: str, out: str) -> PipelineConfig:
+def default() -> PipelineConfig:
     """The reference recipe (ResNet-152 + ResNeXt-101 with the given weights), sized from the cluster."""
-    from mcn import extract
-
-    return PipelineConfig(input=input, out=out, extract=extract.default())
+    return PipelineConfig(extract=extract.default())
 
 
-def tiny_cpu(input: str, out: str) -> PipelineConfig:
+def tiny_cpu() -> PipelineConfig:
     """Tiny twins of both models, small shards, 2 CPUs: for tests and demos on a laptop."""
-    from mcn import extract
-
     return PipelineConfig(
-        input=input,
-        out=out,
         extract=extract.tiny_cpu(),
         ray=RayConfig(num_cpus=2),
         shards=ShardConfig(max_videos=8, max_bytes=64 << 20),

@@ -302,6 +302,7 @@ class _Driver:
 
 def run_extraction(config: PipelineConfig) -> dict:
     """Extract every input video not yet in STORE into it; returns the summary (also STORE/summary.json)."""
+    config.check_paths()
     job_start = time.perf_counter()
     items, problems = read_inputs(config.input)
     writer = StoreWriter(config.out, extraction_identity(config), config.shards)

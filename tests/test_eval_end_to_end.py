@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from mcn import sample_corpus
+from mcn.configs import apply_overrides
 from mcn.eval import jobs
 from mcn.pipeline import config as pipeline_config
 from mcn.pipeline.job import run_extraction
@@ -16,10 +17,8 @@ from mcn.train.trainer import train
 
 
 def extract(videos, store, word_vectors) -> None:
-    config = pipeline_config.tiny_cpu(str(videos), str(store))
-    config.extract.text.word_vectors = str(word_vectors)
-    config.progress = False
-    run_extraction(config)
+    overrides = {"input": videos, "out": store, "extract.text.word_vectors": word_vectors, "progress": False}
+    run_extraction(apply_overrides(pipeline_config.tiny_cpu(), {k: str(v) for k, v in overrides.items()}))
 
 
 @pytest.mark.slow

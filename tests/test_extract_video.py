@@ -9,7 +9,7 @@ from gensim.models import KeyedVectors
 from media import make_video
 
 import mcn.extract
-from mcn.configs import config_from_dict, config_to_dict
+from mcn.configs import apply_overrides, config_from_dict, config_to_dict
 from mcn.extract import ExtractConfig, RuntimeConfig, VideoFeatures, extract_video, tiny_cpu
 from mcn.extract.decode import DecodeConfig, DecodeError, iter_frame_windows, probe
 
@@ -32,8 +32,7 @@ def test_extract_video_gives_every_stream(tmp_path, video):
     vectors = KeyedVectors(vector_size=3)
     vectors.add_vectors(["eggs", "the", "sugar"], np.eye(3, dtype=np.float32))
     vectors.save_word2vec_format(str(tmp_path / "w2v.bin"), binary=True)
-    config = tiny_cpu()
-    config.text.word_vectors = str(tmp_path / "w2v.bin")
+    config = apply_overrides(tiny_cpu(), {"text.word_vectors": str(tmp_path / "w2v.bin")})
 
     feats = extract_video(video, config, caption_path=captions)
 

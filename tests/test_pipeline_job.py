@@ -148,7 +148,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def job_config(corpus: Path, out: Path, **shards) -> pipeline_config.PipelineConfig:
-    config = pipeline_config.tiny_cpu(str(corpus / "videos"), str(out))
+    config = dataclasses.replace(pipeline_config.tiny_cpu(), input=str(corpus / "videos"), out=str(out))
     extract = dataclasses.replace(
         config.extract,
         text=dataclasses.replace(config.extract.text, word_vectors=str(corpus / "vectors.txt")),

@@ -2,6 +2,7 @@
 
     python bench/pipeline.py                      # 12 sample-corpus videos, local Ray with 2 CPUs, tiny models
     python bench/pipeline.py --corpus DIR --num-cpus 8
+    python bench/pipeline.py --quick              # 6 videos (what `make bench-cpu` runs)
 
 Prints video-seconds per wall-second for the whole job (Ray start-up included) and for the processing phase
 (after the actors are up), each stage's busy seconds and its share of the processing phase's CPU time
@@ -36,7 +37,10 @@ def main() -> None:
     )
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--preset", choices=sorted(pipeline_config.PRESETS), default="tiny_cpu")
+    parser.add_argument("--quick", action="store_true", help="6 generated videos: about a minute on 2 CPUs")
     args = parser.parse_args()
+    if args.quick:
+        args.videos = 6
 
     with tempfile.TemporaryDirectory(prefix="mcn-bench-") as tmp:
         corpus = Path(args.corpus) if args.corpus else Path(tmp) / "corpus"

@@ -35,7 +35,7 @@ from mcn.errors import MCNError
 from mcn.extract import extract_video
 from mcn.pipeline import config as pipeline_config
 from mcn.pipeline.job import run_extraction
-from mcn.pipeline.store_cli import export_video, verify_store
+from mcn.pipeline.store_cli import verify_store
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -245,32 +245,6 @@ def test_videos_land_in_shards_and_failures_with_reasons(baseline, corpus):
     assert manifest["extractors"]["feat_2d"]["weights_sha256"] == "random-init"
     assert manifest["counts"] == {**manifest["counts"], "videos": 3, "failures": 3}
     assert (baseline / "summary.json").exists() and (baseline / "config.json").exists()
-
-
-def test_store_cli_info_verify_export(baseline, tmp_path, capsys):
-    assert cli.main(["store", "info", str(baseline)]) == 0
-    assert "videos 3" in capsys.readouterr().out
-    assert cli.main(["store", "verify", str(baseline)]) == 0
-    assert cli.main(["store", "export", str(baseline), "cook", "--out", str(tmp_path / "cook.npz")]) == 0
-    exported = np.load(tmp_path / "cook.npz")
-    record = store.StoreReader(baseline).read("cook")
-    np.testing.assert_array_equal(exported["feat_3d"], record.feat_3d)
-    assert list(exported["caption_text"]) == record.caption_text
-    paths = export_video(baseline, "cook", tmp_path / "ref", layout="reference")
-    assert [p.name for p in paths] == ["cook_2d.npz", "cook_3d.npz"]
-    np.testing.assert_array_equal(np.load(paths[0])["features"], record.feat_2d)
-    assert cli.main(["store", "export", str(baseline), "../evil", "--out", str(tmp_path / "x.npz")]) == 2
-
-
-def test_verify_finds_a_damaged_store(baseline, tmp_path):
-    damaged = tmp_path / "damaged"
-    shutil.copytree(baseline, damaged)
-    first = store.list_shards(damaged)[0]
-    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
-    shutil.copy(store.list_shards(damaged)[1], damaged / store.SHARD_DIR / "shard-000009.parquet")
-    problems = verify_store(damaged)
-    assert any("unreadable" in p for p in problems) and any("not in the manifest" in p for p in problems)
-    assert cli.main(["store", "verify", str(damaged)]) == 1
 
 
 def test_rerun_is_a_no_op_and_other_configs_are_refused(baseline, corpus):

@@ -45,7 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mcn-bench-") as tmp:
         corpus = Path(args.corpus) if args.corpus else Path(tmp) / "corpus"
         if not args.corpus:
-            from mcn.sample_corpus import generate_corpus
+            from mcn.sample.corpus import generate_corpus
 
             generate_corpus(corpus, num_videos=args.videos, seed=0)
         config = dataclasses.replace(

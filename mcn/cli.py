@@ -20,7 +20,7 @@ from mcn.errors import MCNError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mcn.demo", "sample corpus -> Ray extraction -> training -> zero-shot retrieval, on CPU"),
-    "sample-data": ("mcn.sample_corpus", "generate the narrated sample corpus of instructional videos"),
+    "sample-data": ("mcn.sample.cli", "generate the narrated sample corpus of instructional videos"),
     "extract": ("mcn.pipeline.cli", "run the Ray feature-extraction job into a sharded store"),
     "store": ("mcn.pipeline.store_cli", "inspect, verify and export a feature store"),
     "train": ("mcn.train.cli", "train MCN on a feature store (or convert checkpoints)"),

@@ -64,18 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _corpus(config: DemoConfig, folder: Path):
-    from mcn import sample_corpus
+    from mcn.sample import config as sample_config
+    from mcn.sample.corpus import CONFIG_FILE, generate_corpus
 
-    corpus_config = replace(sample_corpus.demo(), num_videos=config.num_videos, seed=config.seed)
-    saved = folder / sample_corpus.CONFIG_FILE
+    corpus_config = replace(sample_config.demo(), num_videos=config.num_videos, seed=config.seed)
+    saved = folder / CONFIG_FILE
     finished = saved.exists() and (folder / "ground_truth.json").exists()
     if finished and json.loads(saved.read_text()) == config_to_dict(corpus_config):
         print(f"[1/4] sample corpus: reusing {folder}")
         return
     print(f"[1/4] sample corpus: generating {config.num_videos} narrated videos in {folder}")
-    summary = sample_corpus.generate_corpus(
-        folder, config.num_videos, config.seed, config=corpus_config, overwrite=True
-    )
+    summary = generate_corpus(folder, config.num_videos, config.seed, config=corpus_config, overwrite=True)
     print(
         f"      {summary.num_train} training + {summary.num_heldout} held-out videos, "
         f"{summary.total_seconds / 60:.1f} min of video, in {summary.seconds_taken:.0f} s"
@@ -123,7 +122,7 @@ def _train(config: DemoConfig, store: Path, run: Path) -> dict:
 
 def _evaluate(stores: Path, run: Path, corpus: Path, out: Path) -> dict:
     from mcn.eval.jobs import EvalConfig, run_eval
-    from mcn.sample_corpus import seen_clips_benchmark
+    from mcn.sample.corpus import seen_clips_benchmark
 
     seen = seen_clips_benchmark(corpus, out / "seen_clips.csv")
     metrics = {}

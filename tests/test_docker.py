@@ -35,7 +35,7 @@ RAYJOB = DOCKER / "cluster" / "kuberay-rayjob.yaml"
 TORCHRUN_SCRIPT = DOCKER / "cluster" / "torchrun-multinode.sh"
 DOCS = REPO / "docs" / "running-at-scale.md"
 REQUIREMENTS = REPO / "requirements.txt"
-SOURCE_DIRS = ("mcn", "extract", "pipeline", "train", "eval")
+SOURCE_DIRS = ("mcn", "extract", "pipeline", "train", "eval", "sample")
 
 
 # ---------------------------------------------------------------- command checking

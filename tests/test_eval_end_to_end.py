@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from mcn import sample_corpus
 from mcn.configs import apply_overrides
 from mcn.eval import jobs
 from mcn.pipeline import config as pipeline_config
 from mcn.pipeline.job import run_extraction
+from mcn.sample import config as sample_config
+from mcn.sample.corpus import generate_corpus, seen_clips_benchmark
 from mcn.train import config as train_config
 from mcn.train.trainer import train
 
@@ -25,9 +26,7 @@ def extract(videos, store, word_vectors) -> None:
 def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     # 128 tiny videos on plain backgrounds: ~96 for training, ~32 held out whose (colour, shape, motion)
     # combinations no training video shows
-    corpus = sample_corpus.generate_corpus(
-        tmp_path / "corpus", num_videos=128, seed=0, config=sample_corpus.tiny_plain()
-    )
+    corpus = generate_corpus(tmp_path / "corpus", num_videos=128, seed=0, config=sample_config.tiny_plain())
     extract(corpus.out_dir / "train", tmp_path / "store-train", corpus.word_vectors)
     extract(corpus.out_dir / "heldout", tmp_path / "store-heldout", corpus.word_vectors)
 
@@ -62,7 +61,7 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     assert flat[f"{prefix}/MedR"] <= 0.2 * gallery
 
     # Clips of the training videos are retrieved far above chance too (measured: 7.1x to 8.4x chance).
-    seen = sample_corpus.seen_clips_benchmark(corpus.out_dir, tmp_path / "seen_clips.csv")
+    seen = seen_clips_benchmark(corpus.out_dir, tmp_path / "seen_clips.csv")
     seen_config = replace(
         retrieval,
         benchmarks=[str(seen)],

@@ -1,4 +1,5 @@
-"""Import directions (STYLE.md): data flows extract -> pipeline -> store -> train -> eval; nothing imports upward."""
+"""Import directions (STYLE.md): data flows extract -> pipeline -> store -> train -> eval; nothing imports upward.
+The sample corpus (``sample/``) stands apart: it imports no job, and no job imports it (only the demo does)."""
 
 import ast
 import subprocess
@@ -14,6 +15,7 @@ ALLOWED = {
     "pipeline": BASE | {"mcn.pipeline", "mcn.extract", "mcn.store"},
     "train": BASE | {"mcn.train", "mcn.store"},
     "eval": BASE | {"mcn.eval", "mcn.train", "mcn.store", "mcn.extract", "mcn.pipeline"},
+    "sample": BASE | {"mcn.sample"},
 }
 LIBRARY_OF = {
     "mcn/store.py": BASE - {"mcn.options"},
@@ -67,6 +69,7 @@ def test_installed_namespace_maps_the_folders():
     import mcn.eval
     import mcn.extract
     import mcn.pipeline
+    import mcn.sample
     import mcn.train
 
     for package, folder in [
@@ -74,12 +77,13 @@ def test_installed_namespace_maps_the_folders():
         (mcn.pipeline, "pipeline"),
         (mcn.train, "train"),
         (mcn.eval, "eval"),
+        (mcn.sample, "sample"),
     ]:
         assert Path(package.__file__).resolve().parent == ROOT / folder
 
 
 def test_no_top_level_train_or_eval_package_is_installed(tmp_path):
-    code = "import importlib.util as u; print([n for n in ('train', 'eval', 'extract', 'pipeline') if u.find_spec(n)])"
+    code = "import importlib.util as u; print([n for n in ('train', 'eval', 'extract', 'pipeline', 'sample') if u.find_spec(n)])"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )

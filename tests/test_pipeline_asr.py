@@ -63,7 +63,7 @@ def transformers_asr(hf_dir):
 
 @pytest.fixture(scope="module")
 def synth():
-    from mcn.sample_speech import SpeechSynthesizer
+    from mcn.sample.speech import SpeechSynthesizer
 
     return SpeechSynthesizer()
 

@@ -349,7 +349,7 @@ def test_killed_driver_resumes_to_the_same_content(cluster, baseline, corpus, tm
 
 
 def test_ray_job_submit_with_speech_recognition(cluster, corpus, tmp_path):
-    from mcn.sample_speech import SpeechSynthesizer, write_wav
+    from mcn.sample.speech import SpeechSynthesizer, write_wav
 
     speech = SpeechSynthesizer()("Slice the tomato and boil the pasta.")
     wav = tmp_path / "speech.wav"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"mcn.errors", "mcn.configs", "mcn.options", "mcn.__version__"}
+BASE = {"mcn.errors", "mcn.configs", "mcn.options", "mcn.storage", "mcn.__version__"}
 ALLOWED = {
     "extract": BASE | {"mcn.extract"},
     "pipeline": BASE | {"mcn.pipeline", "mcn.extract", "mcn.store"},
@@ -17,8 +17,9 @@ ALLOWED = {
 }
 LIBRARY_OF = {
     "mcn/store.py": BASE - {"mcn.options"},
+    "mcn/storage.py": {"mcn.errors"},
     "mcn/errors.py": set(),
-    "mcn/configs.py": {"mcn.errors"},
+    "mcn/configs.py": {"mcn.errors", "mcn.storage"},
     "mcn/options.py": {"mcn.errors", "mcn.configs"},
 }
 

@@ -16,7 +16,10 @@ ALLOWED = {
     "eval": BASE | {"mcn.eval", "mcn.train", "mcn.store", "mcn.extract", "mcn.pipeline"},
 }
 LIBRARY_OF = {
-    "mcn/store.py": BASE - {"mcn.options"},
+    "mcn/store.py": BASE - {"mcn.options"} | {"mcn.store_rows", "mcn.shard_reader"},
+    "mcn/shard_reader.py": {"mcn.storage", "mcn.store_rows", "mcn.parquet_pages"},
+    "mcn/store_rows.py": set(),
+    "mcn/parquet_pages.py": set(),
     "mcn/storage.py": {"mcn.errors"},
     "mcn/errors.py": set(),
     "mcn/configs.py": {"mcn.errors", "mcn.storage"},

@@ -153,13 +153,19 @@ class RowGroupBytes(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer) -> int:
-        length = min(len(buffer), self.file.size() - self.position)
+    def read(self, size: int = -1) -> pa.Buffer:
+        """The next ``size`` bytes, a slice of the buffers already read when they hold them (no copy)."""
+        remaining = self.file.size() - self.position
+        length = remaining if size < 0 else min(size, remaining)
         data = self.slice(self.position, length)
         if data is None:
             data = self._read_at(self.position, length)
-        memoryview(buffer).cast("B")[: data.size] = memoryview(data).cast("B")
         self.position += data.size
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: data.size] = memoryview(data).cast("B")
         return data.size
 
 

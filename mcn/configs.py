@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mcn import storage
 from mcn.errors import MCNError
+from mcn.storage import StorePath
 
 T = TypeVar("T")
 
@@ -183,26 +183,11 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return parsed
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; outputs should be as readable as any other file
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_json_atomic(path: StorePath, data: Any) -> None:
+    """Write JSON to ``path`` (a local path or any URL :mod:`mcn.storage` resolves) atomically."""
+    storage.write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
-def save_config(config: Any, path: str | Path) -> None:
+def save_config(config: Any, path: StorePath) -> None:
     """Write the resolved config as JSON next to a job's outputs."""
     write_json_atomic(path, config_to_dict(config))

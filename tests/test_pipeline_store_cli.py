@@ -80,3 +80,17 @@ def test_the_store_command_exits_zero_in_a_subprocess(finished):
         timeout=120,
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr
+
+
+def test_migrate_makes_a_sound_format_2_store_of_the_jobs_store(finished, tmp_path, capsys):
+    new = tmp_path / "format2"
+    assert cli.main(["store", "migrate", str(finished), str(new)]) == 0
+    assert "2 shards converted" in capsys.readouterr().out
+    assert verify_store(new) == [] and store.StoreReader(new).format_version == 2
+    old_reader, new_reader = store.StoreReader(finished), store.StoreReader(new)
+    for video_id in old_reader.video_ids:
+        old, migrated = old_reader.read(video_id), new_reader.read(video_id)
+        np.testing.assert_array_equal(migrated.logmel, old.logmel)
+        assert migrated.caption_text == old.caption_text
+    assert store_info(new)["failures"] == store_info(finished)["failures"] == 1
+    assert cli.main(["store", "migrate", str(new), str(tmp_path / "again")]) == 2, "already format 2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,7 @@ def tiny_model(seed: int = 0):
     from mcn.train.model import MCNModel, tiny
 
     torch.manual_seed(seed)
-    config = tiny()
-    config.video_dim = 2 * FEATURE_DIM
-    config.word_dim = WORD_DIM
+    config = dataclasses.replace(tiny(), video_dim=2 * FEATURE_DIM, word_dim=WORD_DIM)
     return MCNModel(config).eval()
 
 

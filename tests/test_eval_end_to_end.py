@@ -31,9 +31,11 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     extract(corpus.out_dir / "heldout", tmp_path / "store-heldout", corpus.word_vectors)
 
     config = train_config.sample_tiny()
-    config = replace(config, data=replace(config.data, store=str(tmp_path / "store-train"), num_workers=0))
-    config.logging.progress = False
-    config.logging.tensorboard = False
+    config = replace(
+        config,
+        data=replace(config.data, store=str(tmp_path / "store-train"), num_workers=0),
+        logging=replace(config.logging, progress=False, tensorboard=False),
+    )
     train(config, tmp_path / "run")
 
     retrieval = jobs.EvalConfig(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mcn.errors import MCNError
 from mcn.store import VideoRecord, WordTable
 
 RATE_2D_HZ = 1.0
@@ -128,7 +129,7 @@ def merge_captions(
     return float(starts[first]), float(ends[last]), order
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClipOptions:
     """How clips are cut (the spec's training values)."""
 
@@ -139,10 +140,11 @@ class ClipOptions:
     clamp_audio_start: bool = True
 
     def __post_init__(self) -> None:
-        if self.num_clips < 1 or self.max_frames < 1 or self.max_words < 1:
-            raise ValueError("num_clips, max_frames and max_words must be positive")
+        for name in ("num_clips", "max_frames", "max_words"):
+            if getattr(self, name) < 1:
+                raise MCNError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_time < 0:
-            raise ValueError(f"min_time must be >= 0 seconds, got {self.min_time}")
+            raise MCNError(f"data.min_time must be >= 0 seconds, got {self.min_time}")
 
 
 def clip_inputs(

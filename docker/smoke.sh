@@ -15,8 +15,8 @@
 # and Compose (`docker compose` or `docker-compose`; as root, Debian's docker-compose is installed when
 # neither is there). Wheels: the pinned wheels are fetched by this machine's pip (its indexes, find-links and
 # mirrors) into a wheel folder (MCN_WHEELHOUSE, default ~/.cache/mcn/docker-wheels) that is served to the
-# build over HTTP on 127.0.0.1, so nothing is downloaded twice and nothing is baked in; MCN_WHEELHOUSE=none
-# lets pip in the build fetch from PyPI instead. BASE_IMAGE picks the base image; MCN_IMAGE the image tag.
+# build over HTTP on 127.0.0.1 (a pip.conf passed as the build secret pip-conf points pip at it), so nothing
+# is downloaded twice and nothing is baked in; MCN_WHEELHOUSE=none lets pip in the build fetch from PyPI. BASE_IMAGE picks the base image; MCN_IMAGE the image tag.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -103,6 +103,7 @@ step() {  # STEP COMMAND...: run and time one step
 }
 
 http_pid=""
+pip_conf=""
 cleanup() {
   local status=$?
   trap - EXIT
@@ -117,6 +118,7 @@ cleanup() {
   fi
   if [[ -n $http_pid ]]; then
     kill "$http_pid" 2> /dev/null || true
+    rm -f "$pip_conf"
   fi
   exit "$status"
 }
@@ -171,13 +173,18 @@ build_image() {
     port=$(free_port)
     "$python" -m http.server --bind 127.0.0.1 --directory "$wheelhouse" "$port" > /dev/null 2>&1 &
     http_pid=$!
-    args+=(--build-arg "PIP_FIND_LINKS=http://127.0.0.1:$port/" --build-arg PIP_NO_INDEX=1
-      --build-arg PIP_NO_CACHE_DIR=1)
+    # A pip.conf as a secret, not build arguments: the port changes from run to run, and build arguments
+    # would make each run reinstall the requirements layer.
+    pip_conf=$(mktemp)
+    printf '[global]\nfind-links = http://127.0.0.1:%s/\nno-index = true\nno-cache-dir = true\n' "$port" \
+      > "$pip_conf"
+    args+=(--secret "id=pip-conf,src=$pip_conf")
   fi
   buildkit_build "${args[@]}" .
   if [[ -n $http_pid ]]; then
     kill "$http_pid"
     http_pid=""
+    rm -f "$pip_conf"
   fi
 }
 

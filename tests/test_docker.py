@@ -209,8 +209,9 @@ def test_no_secret_cache_or_source_stays_in_the_image() -> None:
             assert cached or "--no-cache-dir" in install, f"pip's cache would stay in the image: {install}"
         if "apt-get install" in command:
             assert "rm -rf /var/lib/apt/lists/*" in command, "apt's lists go in the same layer"
-    assert secret_ids == {"pip-ca"}, "pip's CA bundle comes in as the build secret `pip-ca`"
+    assert secret_ids == {"pip-ca", "pip-conf"}, "pip's CA bundle and config come in as build secrets"
     assert "PIP_CERT=/run/secrets/pip-ca" in DOCKERFILE.read_text()
+    assert "PIP_CONFIG_FILE=/run/secrets/pip-conf" in DOCKERFILE.read_text()
 
 
 def test_the_image_runs_mcn_as_a_non_root_user_with_a_health_check() -> None:

@@ -158,7 +158,12 @@ class _Driver:
         self.started, driver_cpu = time.perf_counter(), stages.cpu_seconds()
         queue = deque((item, 0) for item in todo)
         while queue or self.active:
-            while queue and len(self.active) < self.decode_slots:
+            # A video frees its decode slot once decoded (and transcribed: waveforms waiting for ASR stay
+            # bounded), while its last rows may still wait for a batch.
+            decoding = sum(
+                not (v.decode_done and v.assembly.captions is not None) for v in self.active.values()
+            )
+            for _ in range(min(len(queue), self.decode_slots - decoding)):
                 item, attempt = queue.popleft()
                 generator = stages.decode_video.options(
                     _generator_backpressure_num_objects=2 * self.config.stages.decode_lookahead + 1

@@ -83,16 +83,21 @@ def build_config(args: argparse.Namespace):  # -> PipelineConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcn.pipeline.job import run_extraction
+    from mcn.pipeline.job import mean_items_per_call, run_extraction
 
     config = build_config(args)
     summary = run_extraction(config)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary["stage_seconds"].items())
+    calls = ", ".join(
+        f"{kind} {mean_items_per_call(counts)} {'frames' if kind == '2d' else 'clips'} in {counts['calls']} calls"
+        for kind, counts in summary["model_calls"].items()
+    )
     reasons = ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()) or "none"
     print(
         f"extracted {summary['extracted']} videos ({summary['video_seconds'] / 3600:.3f} h) in {summary['wall_seconds']:.1f} s: "
         f"{summary['video_seconds_per_wall_second']:.2f} video-s per wall-s; skipped {summary['skipped_already_done']} "
-        f"already done; failed {summary['failed']} ({reasons})\nstage time: {stages}\nstore: {config.out}",
+        f"already done; failed {summary['failed']} ({reasons})\nstage time: {stages}\n"
+        f"items per model call (mean/batch): {calls}\nstore: {config.out}",
         file=sys.stderr,
     )
     print(json.dumps(summary))

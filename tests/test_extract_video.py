@@ -96,3 +96,33 @@ def test_config_validation_presets_and_round_trip():
         RuntimeConfig(precision_2d="int8")
     with pytest.raises(ValueError, match="device"):
         RuntimeConfig(device="tpu")
+
+
+@pytest.mark.slow
+def test_speech_recognition_gives_the_captions_of_a_video_without_any(tmp_path):
+    import subprocess
+
+    from media import FFMPEG
+
+    from mcn.extract import AsrConfig
+    from mcn.sample_speech import SpeechSynthesizer, write_wav
+
+    speech = SpeechSynthesizer()("Slice the tomato and boil the pasta.")
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, speech.samples.astype(np.float32) / 32768.0, speech.sample_rate)
+    video = tmp_path / "talk.mp4"
+    lavfi = f"testsrc2=size=96x64:rate=25:duration={speech.duration:.2f}"
+    subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", lavfi, "-i", str(wav), "-c:v", "libx264"]
+        + ["-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(video)],
+        check=True,
+    )
+    config = tiny_cpu()
+    plain = extract_video(video, config)
+    assert plain.caption_source == "none" and plain.captions == []
+    feats = extract_video(video, config, asr=AsrConfig(enabled=True))
+    assert feats.caption_source == "asr"
+    heard = " ".join(text for _, _, text in feats.captions).lower().replace(".", " ").replace(",", " ")
+    assert {"slice", "tomato", "boil", "pasta"} <= set(heard.split())
+    assert 0.0 <= feats.captions[0][0] < feats.captions[-1][1] <= speech.duration + 1.0
+    np.testing.assert_array_equal(feats.feat_3d, plain.feat_3d)  # the same stream, the same features

@@ -1,4 +1,4 @@
-"""mcn.pipeline.stages: the decode stream a Ray decode task yields, run here without Ray."""
+"""mcn.pipeline.stages: the tags and payloads a Ray decode task yields for a video's stream, run here without Ray."""
 
 from __future__ import annotations
 
@@ -24,25 +24,31 @@ def test_a_video_streams_header_windows_and_end(tmp_path):
     captions = tmp_path / "v.srt"
     captions.write_text("1\n00:00:00,000 --> 00:00:01,000\nstir the pot\n")
     steps = tags(VideoItem("v", str(video), str(captions)))
-    header, *windows, end = steps
-    assert header[0]["tag"] == stages.TAG_HEADER and header[1] == []
-    assert header[0]["captions"] == [(0.0, 1.0, "stir the pot")] and header[0]["caption_source"] == "srt"
-    assert header[0]["logmel"].shape[0] == 40 and header[0]["logmel"].dtype == np.float16
+    (header, header_payloads), *windows, end = steps
+    assert header["tag"] == stages.TAG_HEADER and header_payloads == []
+    assert header["header"].captions == [(0.0, 1.0, "stir the pot")]
+    assert header["header"].logmel.shape[0] == 40 and header["header"].waveform_16k is None
     assert end == ({"tag": stages.TAG_END}, [])
-    frames_2d = sum(len(w[1][0]) for w in windows)
-    frames_3d = [len(w[1][1]) for w in windows]
-    assert frames_2d == 3  # 1 fps over 3 s
-    assert all(n % stages.CLIP_FRAMES == 0 for n in frames_3d[:-1])  # leftovers carry to the last window
-    assert sum(frames_3d) == 72  # 24 fps over 3 s
+    for index, (tag, (frames_2d, frames_3d)) in enumerate(windows):
+        # What the driver needs to fill batches without fetching the frames.
+        assert tag["tag"] == stages.TAG_WINDOW and tag["index"] == index
+        assert tag["frames"] == {"2d": len(frames_2d), "3d": len(frames_3d)}
+        assert tag["rows"] == {"2d": len(frames_2d), "3d": -(-len(frames_3d) // 16)}
+        assert tag["group"] == {"2d": frames_2d.shape[1:3], "3d": ()}
+        assert frames_2d.dtype == frames_3d.dtype == np.uint8 and frames_3d.shape[1:] == (112, 112, 3)
+    assert sum(tag["frames"]["2d"] for tag, _ in windows) == 3  # 1 fps over 3 s
+    assert sum(tag["frames"]["3d"] for tag, _ in windows) == 72  # 24 fps over 3 s
+    assert windows[0][0]["group"]["2d"] == (224, 336)  # shorter side 224
 
 
 def test_asr_gets_the_waveform_only_for_videos_without_captions(tmp_path):
     video = make_video(tmp_path / "talk.mp4", seconds=1.0, size=(64, 48))
     header, payloads = tags(VideoItem("talk", str(video)), asr=True)[0]
-    assert header["needs_asr"] and payloads[0].dtype == np.float32 and abs(len(payloads[0]) - 16000) < 1600
+    assert header["header"].needs_asr and header["header"].waveform_16k is None  # sent as the payload
+    assert payloads[0].dtype == np.float32 and abs(len(payloads[0]) - 16000) < 1600
     silent = make_video(tmp_path / "silent.mp4", seconds=1.0, size=(64, 48), audio=False)
     header, payloads = tags(VideoItem("silent", str(silent)), asr=True)[0]
-    assert not header["needs_asr"] and payloads == [] and header["logmel"] is None
+    assert not header["header"].needs_asr and payloads == [] and header["header"].logmel is None
 
 
 def test_broken_inputs_end_the_stream_with_a_failure_tag(tmp_path):
@@ -57,6 +63,38 @@ def test_broken_inputs_end_the_stream_with_a_failure_tag(tmp_path):
     broken.write_text('{"start": [0.0], "end": [1.0]')
     ((failed, _),) = tags(VideoItem("v", str(video), str(broken)))
     assert failed["stage"] == "captions" and failed["reason"] == "bad_captions"
+
+
+class FakeActor:
+    """Stands in for a Ray actor handle: ``run.remote`` and ``ready.options(...).remote`` return tokens."""
+
+    def __init__(self, name: str):
+        self.name, self.calls = name, 0
+        self.run = self.ready = self
+
+    def remote(self, *args):
+        self.calls += 1
+        return (self.name, self.calls)
+
+    def options(self, **options):
+        assert options == {"max_task_retries": -1}  # a probe waits for the restart
+        return self
+
+
+def test_actor_pool_sends_each_call_to_the_least_busy_available_actor():
+    pool = stages.ActorPool([FakeActor("a"), FakeActor("b")])
+    assert pool.has_idle
+    first, second = pool.submit(1), pool.submit(2)
+    assert {first[0], second[0]} == {"a", "b"} and not pool.has_idle
+    pool.done(first)
+    assert pool.has_idle and pool.submit(3)[0] == first[0]
+    # An actor whose call died takes no calls until its probe answers.
+    pool.done(second, actor_died=True)
+    assert pool.available == [0 if first[0] == "a" else 1] and not pool.has_idle
+    assert pool.submit(4)[0] == first[0]
+    (probe,) = pool.probes
+    pool.probe_done(probe)
+    assert pool.available == [0, 1] and pool.has_idle and pool.submit(5)[0] == second[0]
 
 
 def test_stage_timer_adds_up_wall_and_cpu_time():

@@ -105,7 +105,7 @@ def test_speech_recognition_gives_the_captions_of_a_video_without_any(tmp_path):
     from media import FFMPEG
 
     from mcn.extract import AsrConfig
-    from mcn.sample_speech import SpeechSynthesizer, write_wav
+    from mcn.sample.speech import SpeechSynthesizer, write_wav
 
     speech = SpeechSynthesizer()("Slice the tomato and boil the pasta.")
     wav = tmp_path / "speech.wav"

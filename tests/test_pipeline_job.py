@@ -354,7 +354,8 @@ SAMPLE_OVERRIDES = {
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
-    from mcn.sample_corpus import generate_corpus, tiny
+    from mcn.sample.config import tiny
+    from mcn.sample.corpus import generate_corpus
 
     corpus = tmp_path_factory.mktemp("sample") / "corpus"
     generate_corpus(corpus, num_videos=12, seed=0, config=tiny())

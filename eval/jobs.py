@@ -389,6 +389,9 @@ def run_eval(config: EvalConfig) -> dict:
     for path, bench in zip(config.benchmarks, loaded):
         if not isinstance(bench, expected):
             raise MCNError(f"{path} is not a {config.kind} benchmark definition")
+    names = [bench.name for bench in loaded]
+    if len(set(names)) < len(names):
+        raise MCNError(f"two benchmark definitions share a name ({names}): their outputs would collide")
     device = config.runtime.torch_device()
     vectorizer = query_vectorizer(reader, config.text, [t for bench in loaded for t in _texts(bench)])
     out = Path(config.out)

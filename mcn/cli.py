@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("mcn.pipeline.cli", "run the Ray feature-extraction job into a sharded store"),
     "store": ("mcn.pipeline.store_cli", "inspect, verify and export a feature store"),
     "train": ("mcn.train.cli", "train MCN on a feature store (or convert checkpoints)"),
-    "eval": ("mcn.eval.cli", "zero-shot retrieval and step-localisation batch jobs"),
+    "eval": ("mcn.zero_shot", "zero-shot retrieval and step localisation: prepare, score, report"),
     "search": ("mcn.eval.search", "search a store's videos and moments by text"),
 }
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)

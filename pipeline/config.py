@@ -140,6 +140,11 @@ def default() -> PipelineConfig:
     return PipelineConfig(extract=extract.default())
 
 
+def reference() -> PipelineConfig:
+    """The reference recipe in float32 everywhere (2D without bf16, 3D without TF32), as the released features."""
+    return PipelineConfig(extract=extract.reference_precision())
+
+
 def tiny_cpu() -> PipelineConfig:
     """Tiny twins of both models, small shards, 2 CPUs: for tests and demos on a laptop."""
     return PipelineConfig(
@@ -149,4 +154,4 @@ def tiny_cpu() -> PipelineConfig:
     )
 
 
-PRESETS = {"default": default, "tiny_cpu": tiny_cpu}
+PRESETS = {"default": default, "reference": reference, "tiny_cpu": tiny_cpu}

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from mcn.configs import apply_overrides
-from mcn.eval import jobs
+from mcn.eval import benchmarks, jobs, prepare
+from mcn.eval import config as eval_config
 from mcn.pipeline import config as pipeline_config
 from mcn.pipeline.job import run_extraction
 from mcn.sample import config as sample_config
@@ -38,17 +39,23 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     )
     train(config, tmp_path / "run")
 
-    retrieval = jobs.EvalConfig(
+    def definition(clips) -> str:
+        bench = prepare.generic(clips, audio_frames=2000, score_normalisation="none")
+        path = tmp_path / "benchmarks" / f"{bench.name}.json"
+        benchmarks.write_benchmark(path, bench)
+        return str(path)
+
+    retrieval = replace(
+        eval_config.quick_cpu(),
         kind="retrieval",
-        checkpoints=[str(tmp_path / "run")],
-        benchmarks=[str(corpus.benchmark_retrieval)],
+        checkpoints=(str(tmp_path / "run"),),
+        benchmarks=(definition(corpus.benchmark_retrieval),),
         store=str(tmp_path / "store-heldout"),
         out=str(tmp_path / "eval"),
-        thumbnails=False,
     )
     flat = jobs.run_eval(retrieval)
-    prefix = "run/benchmark_retrieval/text_to_video"
-    gallery = flat[f"{prefix}/gallery_size"]
+    prefix = "run/benchmark_retrieval/reference/text_to_video"
+    gallery = flat[f"{prefix}/num_gallery"]
     assert gallery >= 60
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == flat
     assert (tmp_path / "eval" / "report.html").stat().st_size > 0
@@ -66,19 +73,19 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     seen = seen_clips_benchmark(corpus.out_dir, tmp_path / "seen_clips.csv")
     seen_config = replace(
         retrieval,
-        benchmarks=[str(seen)],
+        benchmarks=(definition(seen),),
         store=str(tmp_path / "store-train"),
         out=str(tmp_path / "eval-seen"),
     )
     flat = jobs.run_eval(seen_config)
-    prefix = "run/seen_clips/text_to_video"
-    assert flat[f"{prefix}/gallery_size"] >= 100
+    prefix = "run/seen_clips/reference/text_to_video"
+    assert flat[f"{prefix}/num_gallery"] >= 100
     assert flat[f"{prefix}/R@10"] >= 4 * flat[f"{prefix}/chance_R@10"]
 
     localization = replace(
         retrieval,
         kind="localization",
-        benchmarks=[str(corpus.benchmark_localization)],
+        benchmarks=(definition(corpus.benchmark_localization),),
         out=str(tmp_path / "eval-loc"),
     )
     flat = jobs.run_eval(localization)

@@ -14,7 +14,7 @@ ALLOWED = {
     "extract": BASE | {"mcn.extract"},
     "pipeline": BASE | {"mcn.pipeline", "mcn.extract", "mcn.store"},
     "train": BASE | {"mcn.train", "mcn.store"},
-    "eval": BASE | {"mcn.eval", "mcn.train", "mcn.store", "mcn.extract", "mcn.pipeline"},
+    "eval": BASE | {"mcn.eval", "mcn.train", "mcn.store", "mcn.extract"},
     "sample": BASE | {"mcn.sample"},
 }
 LIBRARY_OF = {

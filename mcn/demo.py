@@ -81,10 +81,9 @@ def _corpus(config: DemoConfig, folder: Path):
     )
 
 
-def _extract(config: DemoConfig, videos: Path, store: Path, word_vectors: Path) -> dict:
+def _extraction_job(config: DemoConfig, videos: Path, store: Path, word_vectors: Path):
     from mcn import extract
     from mcn.pipeline import config as pipeline_config
-    from mcn.pipeline.job import run_extraction
 
     extract_config = extract.default()
     extract_config = replace(
@@ -96,14 +95,40 @@ def _extract(config: DemoConfig, videos: Path, store: Path, word_vectors: Path) 
         ),
         text=replace(extract_config.text, word_vectors=str(word_vectors)),
     )
-    job = replace(
+    return replace(
         pipeline_config.default(),
         input=str(videos),
         out=str(store),
         extract=extract_config,
         ray=pipeline_config.RayConfig(num_cpus=config.num_cpus),
     )
-    return run_extraction(job)
+
+
+def _extract(config: DemoConfig, corpus: Path, stores: Path, timings: dict) -> None:
+    """Both extraction jobs (training and held-out videos) on one local Ray, shut down after the second.
+
+    One local Ray per process: after ``ray.shutdown()``, a second ``ray.init()`` in the same process starts a
+    metrics exporter that Ray (2.60) never stops; its thread keeps exporting to the stopped Ray every 10 s
+    through training and evaluation, and is still running when the interpreter exits.
+    """
+    import ray
+
+    from mcn.pipeline.job import run_extraction, start_ray
+
+    jobs = {
+        split: _extraction_job(config, corpus / split, stores / split, corpus / "word2vec.bin")
+        for split in ("train", "heldout")
+    }
+    started_ray = start_ray(jobs["train"])
+    try:
+        for split, job in jobs.items():
+            print(f"[2/4] Ray extraction job: {corpus / split} -> {stores / split}")
+            tick = time.perf_counter()
+            run_extraction(job)  # on the Ray started above, which it leaves running
+            timings[f"extract_{split}"] = time.perf_counter() - tick
+    finally:
+        if started_ray:
+            ray.shutdown()
 
 
 def _train(config: DemoConfig, store: Path, run: Path) -> dict:
@@ -172,13 +197,8 @@ def run(args: argparse.Namespace) -> int:
             "random initialisation (pass --resnet152-weights / --resnext101-weights for real features)"
         )
     _corpus(config, corpus)
-    word_vectors = corpus / "word2vec.bin"
     timings = {}
-    for split in ("train", "heldout"):
-        print(f"[2/4] Ray extraction job: {corpus / split} -> {stores / split}")
-        tick = time.perf_counter()
-        _extract(config, corpus / split, stores / split, word_vectors)
-        timings[f"extract_{split}"] = time.perf_counter() - tick
+    _extract(config, corpus, stores, timings)
     print(f"[3/4] training MCN on {stores / 'train'} -> {run_dir}")
     tick = time.perf_counter()
     _train(config, stores / "train", run_dir)

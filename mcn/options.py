@@ -129,6 +129,22 @@ def add_flags(
             )
 
 
+def add_launch_flag(parser: argparse.ArgumentParser | Any, flag: Flag, dest: str, **kwargs: Any) -> None:
+    """A flag of the vocabulary that sets how a job runs rather than a config field (``args.<dest>``), with its
+    old spellings; ``kwargs`` go to ``add_argument`` (type, default)."""
+    parser.add_argument(flag.name, dest=dest, metavar=flag.metavar, help=flag.help, **kwargs)
+    for old in flag.deprecated:
+        parser.add_argument(
+            old,
+            action=_DeprecatedFlag,
+            replacement=flag.name,
+            switch=False,
+            dest=dest,
+            help=argparse.SUPPRESS,
+            **kwargs,
+        )
+
+
 def add_preset_and_set(
     parser: argparse.ArgumentParser | Any, presets: Mapping[str, Callable], default: str
 ) -> None:

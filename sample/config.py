@@ -132,7 +132,9 @@ class SampleCorpusConfig:
 
     def __post_init__(self) -> None:
         if self.num_videos < 4:
-            raise MCNError(f"--videos must be at least 4 (got {self.num_videos}): train and held-out videos")
+            raise MCNError(
+                f"--num-videos must be at least 4 (got {self.num_videos}): train and held-out videos"
+            )
         if self.seed < 0:
             raise MCNError(f"--seed must be a non-negative integer (got {self.seed})")
         for name in ("heldout_video_fraction", "heldout_combination_fraction"):
@@ -158,15 +160,19 @@ class SampleCorpusConfig:
             )
         if self.num_glove_words < 0:
             raise MCNError("num_glove_words must be >= 0 (the corpus vocabulary is always written)")
-        if self._num_clean_train(self.num_videos) < 1:
-            enough = next((n for n in range(self.num_videos, 10_000) if self._num_clean_train(n) >= 1), None)
-            fix = "use fewer flaws" if enough is None else f"use --videos {enough} or more (or fewer flaws)"
+        if self.num_clean_train(self.num_videos) < 1:
+            enough = next((n for n in range(self.num_videos, 10_000) if self.num_clean_train(n) >= 1), None)
+            fix = (
+                "use fewer flaws" if enough is None else f"use --num-videos {enough} or more (or fewer flaws)"
+            )
             raise MCNError(
                 f"{self.num_videos} videos leave no clean training video once held-out and deliberately broken "
                 f"ones are set aside; {fix}"
             )
 
-    def _num_clean_train(self, num_videos: int) -> int:
+    def num_clean_train(self, num_videos: int | None = None) -> int:
+        """Training videos with readable files and captions in a corpus of ``num_videos`` (default: this config's)."""
+        num_videos = self.num_videos if num_videos is None else num_videos
         counts = self.flaws.counts(num_videos)
         return (
             num_videos

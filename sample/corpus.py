@@ -188,7 +188,7 @@ def generate_corpus(
     started = time.perf_counter()
     config = replace(config or default(), num_videos=num_videos, seed=seed)
     if num_workers < 1:
-        raise MCNError(f"--workers must be at least 1 (got {num_workers})")
+        raise MCNError(f"--num-workers must be at least 1 (got {num_workers})")
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     save_config(config, out_dir / CONFIG_FILE)  # first: it marks the folder as a (maybe unfinished) corpus

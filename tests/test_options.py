@@ -76,3 +76,14 @@ def test_bad_values_are_user_errors():
 def test_described_flag_keeps_its_spelling():
     flag = options.OUT.described("store folder")
     assert flag.name == "--out" and flag.help == "store folder" and options.OUT.help != "store folder"
+
+
+def test_a_launch_flag_is_not_a_config_field_and_keeps_its_old_spelling(caplog):
+    flag = options.Flag("--num-workers", "processes", "N", deprecated=("--workers",))
+    parser = argparse.ArgumentParser()
+    options.add_launch_flag(parser, flag, "num_workers", type=int, default=2)
+    assert parser.parse_args([]).num_workers == 2
+    assert parser.parse_args(["--num-workers", "3"]).num_workers == 3
+    with caplog.at_level(logging.WARNING):
+        assert parser.parse_args(["--workers", "4"]).num_workers == 4
+    assert "--workers is deprecated" in caplog.text and "--workers" not in parser.format_help()

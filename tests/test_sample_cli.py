@@ -14,7 +14,7 @@ from mcn.cli import main
 @pytest.mark.slow
 def test_cli_writes_a_corpus_with_the_default_preset(tmp_path):
     out = tmp_path / "corpus"
-    result = subprocess.run([sys.executable, "-m", "mcn", "sample-data", str(out), "--videos", "6", "--seed", "1"],
+    result = subprocess.run([sys.executable, "-m", "mcn", "sample-data", str(out), "--num-videos", "6", "--seed", "1"],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     truth = json.loads((out / "ground_truth.json").read_text())
@@ -29,9 +29,10 @@ def test_cli_writes_a_corpus_with_the_default_preset(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--videos", "0"], "--videos must be at least 4"),
+        (["--num-videos", "0"], "--num-videos must be at least 4"),
         (["--seed", "-1"], "--seed must be"),
-        (["--workers", "0"], "--workers"),
+        (["--num-workers", "0"], "--num-workers must be"),
+        (["--workers", "0"], "--num-workers must be"),
     ],
 )
 def test_cli_bad_arguments_give_one_line(tmp_path, capsys, args, message):

@@ -22,9 +22,9 @@ from mcn.sample.config import (
 def test_config_validation_says_how_to_fix():
     with pytest.raises(MCNError, match="at least 4"):
         SampleCorpusConfig(num_videos=3)
-    with pytest.raises(MCNError, match="--videos 5 or more"):
+    with pytest.raises(MCNError, match="--num-videos 5 or more"):
         SampleCorpusConfig(num_videos=4)
-    with pytest.raises(MCNError, match="no clean training video.*--videos 9 or more"):
+    with pytest.raises(MCNError, match="no clean training video.*--num-videos 9 or more"):
         replace(tiny(), num_videos=4, flaws=FlawConfig(corrupt_fraction=0.5))
     with pytest.raises(MCNError, match="even"):
         replace(tiny().media, resolutions=((321, 180),), resolution_weights=(1.0,))

@@ -143,7 +143,8 @@ def _benchmarks(plan: CorpusPlan) -> tuple[str, dict]:
 
 
 def seen_clips_benchmark(corpus: str | Path, path: str | Path) -> Path:
-    """Write the steps of ``corpus``'s clean training videos (what a model trained on the corpus has seen) to
+    """Write the steps of ``corpus``'s training videos with a readable file and captions, silent ones included
+    (what a model trained on the corpus has seen) to
     ``path`` as a retrieval benchmark in the generic CSV layout that ``mcn eval`` reads (``video_id,start,end,text``);
     returns ``path``."""
     corpus, path = Path(corpus), Path(path)
@@ -153,7 +154,8 @@ def seen_clips_benchmark(corpus: str | Path, path: str | Path) -> Path:
         writer = csv.writer(f)
         writer.writerow(["video_id", "start", "end", "text"])
         for video in ground_truth["videos"]:
-            if video["split"] == "train" and not any(video["flags"].values()):
+            flaws = [name for name, present in video["flags"].items() if present and name != "no_audio"]
+            if video["split"] == "train" and not flaws:
                 writer.writerows((video["id"], s["start"], s["end"], s["text"]) for s in video["steps"])
     return path
 

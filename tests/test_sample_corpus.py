@@ -17,7 +17,7 @@ from caption_readers import READERS, words_of
 from gensim.models import KeyedVectors
 
 from mcn.errors import MCNError
-from mcn.eval.benchmarks import read_retrieval_csv
+from mcn.eval.benchmarks import read_retrieval_clips
 from mcn.extract.text import CaptionError, read_captions
 from mcn.sample.config import FlawConfig, tiny
 from mcn.sample.corpus import CONFIG_FILE, generate_corpus, seen_clips_benchmark, write_word_vectors
@@ -205,14 +205,20 @@ def test_benchmarks_list_the_heldout_steps(corpus):
     assert truth["seed"] == 1 and truth["config"]["num_videos"] == NUM_VIDEOS
 
 
-def test_seen_clips_benchmark_lists_the_clean_training_steps_for_eval(corpus, tmp_path):
+def test_seen_clips_benchmark_lists_the_steps_training_sees_for_eval(corpus, tmp_path):
     out, truth = corpus
     path = seen_clips_benchmark(out, tmp_path / "eval" / "seen_clips.csv")
-    clean = [v for v in truth["videos"] if v["split"] == "train" and not any(v["flags"].values())]
+    # readable files with captions; silent videos are trained on too
+    clean = [
+        v
+        for v in truth["videos"]
+        if v["split"] == "train"
+        and not any(value for name, value in v["flags"].items() if name != "no_audio")
+    ]
     expected = [(v["id"], s["start"], s["end"], s["text"]) for v in clean for s in v["steps"]]
     assert path == tmp_path / "eval" / "seen_clips.csv" and len(expected) >= 4
-    benchmark = read_retrieval_csv(path)  # the generic format that `mcn eval retrieval` reads
-    assert [(c.video_id, c.start, c.end, c.text) for c in benchmark.clips] == expected
+    clips = read_retrieval_clips(path)  # the generic format that `mcn eval retrieval` reads
+    assert [(c.video_id, c.start, c.end, c.text) for c in clips] == expected
 
 
 def test_an_existing_folder_is_only_replaced_when_asked(corpus, tmp_path):
@@ -228,7 +234,7 @@ def test_an_existing_folder_is_only_replaced_when_asked(corpus, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(MCNError, match="is a file"):
         generate_corpus(tmp_path / "file", num_videos=NUM_VIDEOS, config=CONFIG)
-    with pytest.raises(MCNError, match="--workers must be at least 1"):
+    with pytest.raises(MCNError, match="--num-workers must be at least 1"):
         generate_corpus(tmp_path / "new", num_videos=NUM_VIDEOS, config=CONFIG, num_workers=0)
     assert json.loads((out / CONFIG_FILE).read_text())["num_videos"] == NUM_VIDEOS
 

@@ -43,6 +43,12 @@ EPILOG = """examples:
 """
 
 
+def _report_with_thumbnails() -> eval_config.EvalConfig:
+    """:func:`mcn.eval.config.quick_cpu` with frames of the retrieved clips in the report."""
+    quick = eval_config.quick_cpu()
+    return replace(quick, report=replace(quick.report, thumbnails=True, num_examples=4))
+
+
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     """The demo's jobs, each with its own config; the paths between them are set under ``out`` at run time.
@@ -56,7 +62,7 @@ class DemoConfig:
     corpus: sample_config.SampleCorpusConfig = field(default_factory=sample_config.tiny_plain)
     extraction: pipeline_config.PipelineConfig = field(default_factory=pipeline_config.tiny_cpu)
     train: train_config.TrainConfig = field(default_factory=train_config.sample_tiny)
-    eval: eval_config.EvalConfig = field(default_factory=eval_config.quick_cpu)
+    eval: eval_config.EvalConfig = field(default_factory=_report_with_thumbnails)
     search_k: int = 5  # results the closing `mcn search` prints
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ DESCRIPTION = (
     "Sample corpus -> Ray extraction -> MCN training -> zero-shot retrieval on held-out videos, on CPU."
 )
 EPILOG = """examples:
-  mcn demo                                  # everything under ./mcn-demo (about 6-8 minutes on 2 cores)
+  mcn demo                                  # everything under ./mcn-demo (about 8 CPU-minutes)
   mcn demo --out /tmp/demo --seed 1         # another corpus
   mcn demo --num-videos 24 --max-steps 50   # a quick look (too few held-out clips to mean much)
   mcn demo --preset full_size --weights-2d resnet152.pth --weights-3d resnext-101-kinetics.pth

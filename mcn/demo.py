@@ -69,7 +69,10 @@ class DemoConfig:
         if not train_config.DEVICE_PATTERN.fullmatch(self.device):
             raise MCNError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         models = self.extraction.extract.models
-        for name, weights, model in (("2d", models.weights_2d, models.model_2d), ("3d", models.weights_3d, models.model_3d)):  # fmt: skip
+        for name, weights, model in [
+            ("2d", models.weights_2d, models.model_2d),
+            ("3d", models.weights_3d, models.model_3d),
+        ]:
             if weights and not Path(weights).is_file():
                 raise MCNError(f"--weights-{name} {weights}: no such file")
             if weights and model.endswith("-tiny"):
@@ -108,11 +111,11 @@ def sized_to_corpus(config: train_config.TrainConfig, num_videos: int) -> train_
 
 def tiny() -> DemoConfig:
     """Tiny twin networks (random weights) on 128 plain-background tiny videos, 600 training steps: a held-out
-    benchmark of about 75 clips, retrieved well above chance in about 6 minutes on 2 CPU cores."""
+    benchmark of about 75 clips, retrieved well above chance, in about 8 CPU-minutes."""
     train = train_config.sample_tiny()
     return DemoConfig(
         corpus=replace(sample_config.tiny_plain(), num_videos=128),
-        # an epoch is 4 batches of features already in memory: a loader process started per epoch costs more
+        # an epoch is about 4 batches: loader processes would be started again every 4 steps
         train=replace(train, data=replace(train.data, num_workers=0)),
     )
 
@@ -124,9 +127,6 @@ def full_size() -> DemoConfig:
         corpus=replace(sample_config.demo(), num_videos=32),
         extraction=replace(pipeline_config.default(), ray=pipeline_config.RayConfig(num_cpus=2)),
         train=train_config.demo_cpu(),
-        eval=replace(
-            eval_config.quick_cpu(), report=replace(eval_config.quick_cpu().report, thumbnails=True)
-        ),
     )
 
 

@@ -32,14 +32,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from mcn.errors import MCNError
-from mcn.extract.decode import (
-    _CORRUPT_HINTS,
+from mcn.extract.decode_types import (
+    CORRUPT_HINTS,
     DecodeConfig,
     DecodeError,
     FrameWindow,
     VideoInfo,
     ffmpeg_binary,
+    ffmpeg_missing,
     output_size_2d,
 )
 
@@ -78,7 +78,7 @@ def classify(stderr: str, path: str) -> DecodeError:
         return DecodeError("no_video_stream", f"{path} has no video stream")
     if "No such file or directory" in stderr:
         return DecodeError("not_found", path)
-    hint = next((h for h in _CORRUPT_HINTS if h in stderr), lines[-1] if lines else "ffmpeg failed")
+    hint = next((h for h in CORRUPT_HINTS if h in stderr), lines[-1] if lines else "ffmpeg failed")
     return DecodeError("corrupt", f"{path}: {hint}")
 
 
@@ -164,9 +164,7 @@ def iter_windows(path: str, info: VideoInfo, config: DecodeConfig) -> Iterator[F
         for read_fd, _ in pipes:
             os.close(read_fd)
         if isinstance(error, FileNotFoundError):
-            raise MCNError(
-                f"ffmpeg binary not found: {cmd[0]}; point the ffmpeg option at an ffmpeg executable"
-            ) from error
+            raise ffmpeg_missing(cmd[0]) from error
         raise
     finally:
         for _, write_fd in pipes:  # ffmpeg holds the write ends now: EOF comes when it exits

@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
 
-from mcn.extract.decode import DecodeConfig, DecodeError, FrameWindow, VideoInfo, output_size_2d
+from mcn.extract.decode_types import DecodeConfig, DecodeError, FrameWindow, VideoInfo, output_size_2d
 
 M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 CHUNK_FRAMES = 32  # frames per get_batch call: a few MB at 224p, large enough to amortise the call
@@ -50,7 +49,7 @@ REOPEN_SECONDS = 60.0
 BLOCK_GROUP = 8  # frames per block-mean pass: their uint16 sums stay in the CPU cache
 AVERROR_DECODER_NOT_FOUND = -1128613112  # FFERRTAG(0xF8, 'D', 'E', 'C'): the stream's codec has no decoder
 
-__all__ = ["centre_squares_resized", "classify", "iter_windows", "output_size_2d", "pick_frames", "run_child"]
+__all__ = ["centre_squares_resized", "classify", "iter_windows", "limit_malloc_arenas", "pick_frames"]
 
 
 def pick_frames(starts_s: np.ndarray, end_s: float, rate: float) -> np.ndarray:
@@ -266,28 +265,3 @@ def limit_malloc_arenas() -> None:
     except OSError:  # not glibc: nothing to tune
         return
     libc.mallopt(M_ARENA_MAX, 1)
-
-
-def run_child(
-    sender: Connection,
-    path: str,
-    info: VideoInfo,
-    config: DecodeConfig,
-    source: Callable[..., Iterator[FrameWindow]],
-) -> None:
-    """Child-process entry: stream ``source``'s windows as (header, 2D bytes, 3D bytes), then "done" or an error."""
-    limit_malloc_arenas()
-    try:
-        for window in source(path, info, config):
-            sender.send(("window", window.start_s, window.frames_2d_THWC.shape, window.frames_3d_THWC.shape))
-            sender.send_bytes(np.ascontiguousarray(window.frames_2d_THWC).reshape(-1))
-            sender.send_bytes(np.ascontiguousarray(window.frames_3d_THWC).reshape(-1))
-        sender.send(("done",))
-    except DecodeError as error:
-        sender.send(("error", error.reason, error.detail))
-    except (
-        Exception
-    ) as error:  # a decoder failure this module does not know; the parent records it as corrupt
-        sender.send(("error", "corrupt", f"{path}: {type(error).__name__}: {error}"))
-    finally:
-        sender.close()

@@ -153,7 +153,7 @@ class VideoExtractor:
         captions = read_captions(caption_path) if caption_path is not None else []
         caption_source = caption_format(caption_path) if caption_path is not None else "none"
         decode = self.config.decode
-        info = probe(path, ffmpeg=decode.ffmpeg, timeout_s=decode.timeout_s)
+        info = probe(path, timeout_s=decode.timeout_s)
         feat_2d, feat_3d = self._visual_features(path, info)
         logmel = None
         if info.has_audio:

@@ -88,7 +88,7 @@ def decode_stream(item: VideoItem, config: ExtractConfig, asr_enabled: bool) -> 
 
     stage = "decode"
     try:
-        info = decode.probe(item.video_path, config.decode.ffmpeg, config.decode.timeout_s)
+        info = decode.probe(item.video_path, timeout_s=config.decode.timeout_s)
         waveform = None
         if info.has_audio:
             stage = "audio"

@@ -34,6 +34,7 @@ from mcn.extract.decode_types import (
     REASONS,
     DecodeConfig,
     DecodeError,
+    DecoderUsage,
     FrameWindow,
     VideoInfo,
     check_file,
@@ -46,6 +47,7 @@ __all__ = [
     "REASONS",
     "DecodeConfig",
     "DecodeError",
+    "DecoderUsage",
     "FrameWindow",
     "VideoInfo",
     "check_file",
@@ -59,17 +61,22 @@ __all__ = [
 
 
 def iter_frame_windows(
-    path: str | os.PathLike, info: VideoInfo, config: DecodeConfig, in_process: bool = False
+    path: str | os.PathLike,
+    info: VideoInfo,
+    config: DecodeConfig,
+    in_process: bool = False,
+    usage: DecoderUsage | None = None,
 ) -> Iterator[FrameWindow]:
     """Decode the video once and yield :class:`FrameWindow` s of ``config.window_seconds`` each, in order.
 
     Memory is bounded by a few windows. With the decord backend, unless ``in_process``, decord runs in a child
     process that is killed when no window arrives within ``config.timeout_s`` (``DecodeError("timeout")``);
-    the ffmpeg backend's ffmpeg process is killed the same way (``in_process`` does not apply).
+    the ffmpeg backend's ffmpeg process is killed the same way (``in_process`` does not apply). ``usage``, when
+    given, receives the CPU seconds of that child process once the windows end (0 in process).
     """
     path = check_file(path)
     if config.backend == "ffmpeg":
-        return decode_ffmpeg.iter_windows(path, info, config)
+        return decode_ffmpeg.iter_windows(path, info, config, usage)
     if in_process:
         return decode_worker.iter_windows(path, info, config)
-    return iter_windows_in_child(path, info, config, decode_worker.iter_windows)
+    return iter_windows_in_child(path, info, config, decode_worker.iter_windows, usage)

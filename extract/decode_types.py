@@ -25,6 +25,7 @@ REASONS = (
     "timeout",
 )
 BACKENDS = ("decord", "ffmpeg")
+KERNELS = ("reference", "fast")
 CLIP_FRAMES = 16  # frames per 3D clip: windows must hold whole clips
 # Phrases of ffmpeg's error output that mean the input is damaged or not a media file.
 CORRUPT_HINTS = (
@@ -86,6 +87,9 @@ class DecodeConfig:
     24 fps) so clips line up across windows. ``timeout_s`` is the longest wait for the next window (a hung
     decoder makes no progress), not a limit on the whole video. ``decode_threads`` is the decoder's thread
     count (0 = the decoder's choice). ``backend`` is one of :data:`BACKENDS` (see :mod:`mcn.extract.decode`).
+    ``kernel`` is how the 3D frames are resized: ``"reference"`` (each backend's documented recipe, the default) or
+    ``"fast"`` (ffmpeg backend only: the centre square is cut first and scaled once with an area kernel, colour
+    converted last; faster, with slightly different pixels: see :mod:`mcn.extract.decode_ffmpeg`).
     """
 
     size_2d: int = 224
@@ -97,10 +101,18 @@ class DecodeConfig:
     ffmpeg: str | None = None
     decode_threads: int = 1
     backend: str = "decord"
+    kernel: str = "reference"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise MCNError(f"decode backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.kernel not in KERNELS:
+            raise MCNError(f"decode kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.kernel == "fast" and self.backend != "ffmpeg":
+            raise MCNError(
+                "the fast decode kernel is one of the ffmpeg backend's filter graphs: set backend='ffmpeg' "
+                "or kernel='reference'"
+            )
         if self.size_2d <= 0 or self.size_3d <= 0:
             raise MCNError(
                 f"decode size_2d and size_3d must be positive, got {self.size_2d} and {self.size_3d}"
@@ -138,6 +150,14 @@ class FrameWindow:
     start_s: float
     frames_2d_THWC: np.ndarray
     frames_3d_THWC: np.ndarray
+
+
+@dataclass
+class DecoderUsage:
+    """CPU seconds (user + system) used by the processes a decode started: the decord child process or the ffmpeg
+    process, not the calling process. Filled in when the last window has been read."""
+
+    cpu_s: float = 0.0
 
 
 def output_size_2d(width: int, height: int, size: int) -> tuple[int, int]:

@@ -15,7 +15,8 @@ This module is the entry point; the work is done by the modules below it:
 
   Both backends give upright frames for videos with a rotation display matrix (phone videos), as ffmpeg's
   autorotation does in the reference: sizes are computed from :attr:`VideoInfo.display_size`.
-- :func:`read_audio` (:mod:`.decode_audio`): the audio track, decoded by ffmpeg to 16 kHz mono float32.
+- :func:`read_audio` (:mod:`.decode_audio`): the audio track, decoded by ffmpeg to 16 kHz mono float32;
+  :func:`read_log_mel`: its log-mel spectrogram in memory bounded by the result (the track is never held whole).
 
 Every failure caused by the input file is a :class:`DecodeError` with one of :data:`REASONS`.
 """
@@ -26,7 +27,7 @@ import os
 from collections.abc import Iterator
 
 from mcn.extract import decode_ffmpeg, decode_worker
-from mcn.extract.decode_audio import read_audio
+from mcn.extract.decode_audio import read_audio, read_log_mel
 from mcn.extract.decode_child import iter_windows_in_child
 from mcn.extract.decode_probe import probe
 from mcn.extract.decode_types import (
@@ -57,6 +58,7 @@ __all__ = [
     "output_size_2d",
     "probe",
     "read_audio",
+    "read_log_mel",
 ]
 
 

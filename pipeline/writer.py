@@ -249,6 +249,8 @@ def extraction_identity(config: PipelineConfig) -> dict:
         decode.pop(name, None)
     if decode.get("backend") == "decord":  # the default, left out so that stores made before the option match
         decode.pop("backend")
+    if decode.get("kernel") == "reference":  # likewise
+        decode.pop("kernel")
     return {
         "model_2d": models.model_2d,
         "weights_2d": "torchvision-download"

@@ -186,6 +186,35 @@ def decord_read_all(path: Path, size: tuple[int, int], config: decode.DecodeConf
     return own_cpu_seconds() - start
 
 
+def kernel_difference(folder: Path, weights_3d: str | None) -> None:
+    """Max abs difference of L2-normalised 3D features, fast vs reference kernel (ffmpeg backend), per video of
+    ``folder`` (e.g. a sample corpus). Only the 3D frames differ between the kernels."""
+    extractor = Clip3DExtractor("resnext101", weights_3d, device="cpu", batch_size=8)
+    worst = 0.0
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in (".mp4", ".webm", ".mkv")):
+        try:
+            info = decode.probe(path)
+        except decode.DecodeError as error:
+            print(f"kernels {path.name}: skipped ({error.reason})")
+            continue
+        features = []
+        for kernel in ("reference", "fast"):
+            config = decode.DecodeConfig(backend="ffmpeg", kernel=kernel)
+            frames = np.concatenate([w.frames_3d_THWC for w in decode.iter_frame_windows(path, info, config)])
+            features.append(extractor([frames]).only().astype(np.float32))
+        reference, fast = features
+        difference = float(np.abs(fast - reference).max())
+        cosine = float(np.min(np.sum(fast * reference, axis=1)))
+        pixels = "x".join(map(str, info.display_size))
+        print(f"kernels {path.name} ({pixels}, {len(reference)} clips): max |fast - reference| {difference:.4f}, "
+              f"lowest cosine {cosine:.4f}")  # fmt: skip
+        worst = max(worst, difference)
+    print(
+        f"kernels max abs difference of L2-normalised 3D features over the folder: {worst:.4f} "
+        f"({'random-init' if weights_3d is None else weights_3d} ResNeXt-101)"
+    )
+
+
 def timed(fn, repeats: int, sync: bool) -> float:
     """Seconds per call after one warm-up call."""
     fn()
@@ -287,10 +316,22 @@ def main() -> int:
         "--repeats", type=int, default=1, help="decode measurements per backend (ranges printed)"
     )
     parser.add_argument("--profile", action="store_true", help="also show where the decoding CPU time goes")
+    parser.add_argument(
+        "--kernel-difference",
+        type=Path,
+        metavar="FOLDER",
+        help="compare 3D features of the fast and reference kernels on the videos of FOLDER, then stop",
+    )
+    parser.add_argument(
+        "--weights-3d", help="ResNeXt-101 weights for --kernel-difference (default: random init)"
+    )
     parser.add_argument("--batch-2d", type=int, default=128)
     parser.add_argument("--batch-3d", type=int, default=64)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*random init.*")
+    if args.kernel_difference:
+        kernel_difference(args.kernel_difference, args.weights_3d)
+        return 0
     if not args.gpu_only:
         with tempfile.TemporaryDirectory() as tmp:
             if args.video:

@@ -17,7 +17,7 @@ from caption_readers import READERS, words_of
 from gensim.models import KeyedVectors
 
 from mcn.errors import MCNError
-from mcn.eval.benchmarks import read_retrieval_csv
+from mcn.eval.benchmarks import read_retrieval_clips
 from mcn.extract.text import CaptionError, read_captions
 from mcn.sample.config import FlawConfig, tiny
 from mcn.sample.corpus import CONFIG_FILE, generate_corpus, seen_clips_benchmark, write_word_vectors
@@ -211,8 +211,8 @@ def test_seen_clips_benchmark_lists_the_clean_training_steps_for_eval(corpus, tm
     clean = [v for v in truth["videos"] if v["split"] == "train" and not any(v["flags"].values())]
     expected = [(v["id"], s["start"], s["end"], s["text"]) for v in clean for s in v["steps"]]
     assert path == tmp_path / "eval" / "seen_clips.csv" and len(expected) >= 4
-    benchmark = read_retrieval_csv(path)  # the generic format that `mcn eval retrieval` reads
-    assert [(c.video_id, c.start, c.end, c.text) for c in benchmark.clips] == expected
+    clips = read_retrieval_clips(path)  # the clip list that `mcn eval prepare generic` reads
+    assert [(c.video_id, c.start, c.end, c.text) for c in clips] == expected
 
 
 def test_an_existing_folder_is_only_replaced_when_asked(corpus, tmp_path):

@@ -3,8 +3,10 @@
 Shapes: N clips, D embedding size, L words, W word-vector size, F mel bins, T seconds, K steps.
 
 Retrieval clips follow the training recipe of :mod:`mcn.train.clips` (max-pooled 2D‖3D over the span, log-mel
-window of the span) with the evaluation audio length (5,120 frames on YouCook2, 3,072 on MSR-VTT), and the
-audio embedding is pooled over the valid frames only (the model in ``eval()`` mode). Localisation uses one
+window of the span) with the audio length of the benchmark's settings (5,120 frames on YouCook2, 3,072 on
+MSR-VTT), and the audio embedding is pooled over the valid frames only (the model in ``eval()`` mode). Short
+windows are padded with 0 dB as the reference (the loudest level of a log-mel scaled to its maximum), or with
+the clip's lowest level (``padding="floor"``). Localisation uses one
 row per second: 2D and 3D features adaptively max-pooled to T rows, each L2-normalised, concatenated; audio
 from an 8 s window centred on the second, clamped to the video, padded to 1,024 frames (the reference's
 ``cvpr19_dataloader``). Benchmark text is tokenised as in training and looked up in the store's word table,
@@ -13,6 +15,7 @@ falling back to a word2vec file for words the store has never seen.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -37,13 +40,18 @@ CAPTION_MAX_WORDS = 20
 
 
 class TextVectorizer:
-    """Benchmark text -> zero-padded (L, W) word vectors: the store's table first, then an optional word2vec file."""
+    """Benchmark text -> zero-padded (L, W) word vectors: the store's table first, then an optional word2vec file.
+
+    A word found in neither is dropped, as the reference drops words outside its word2vec table; the job checks
+    beforehand (:meth:`unknown_words`) that such words are not merely missing because no file was given.
+    """
 
     def __init__(self, words: WordTable, fallback: KeyedVectors | None = None) -> None:
         table_dim = words.dim if len(words.words) else None
         if fallback is not None and table_dim is not None and fallback.vector_size != table_dim:
-            raise ValueError(
-                f"the word-vector file has {fallback.vector_size}-d vectors but the store uses {table_dim}-d"
+            raise MCNError(
+                f"the word-vector file has {fallback.vector_size}-d vectors but the store uses {table_dim}-d: "
+                "pass the file the store was extracted with"
             )
         if table_dim is None and fallback is None:
             raise MCNError(
@@ -52,37 +60,58 @@ class TextVectorizer:
         self.dim = table_dim if table_dim is not None else fallback.vector_size
         self._rows = {word: row for row, word in enumerate(words.words)}
         self._vectors_UW = words.vectors_UW
-        self._fallback = fallback
-        self.num_tokens = 0
-        self.num_unknown = 0
+        self.fallback = fallback
 
     def vector(self, word: str) -> np.ndarray | None:
         row = self._rows.get(word)
         if row is not None:
             return self._vectors_UW[row]
-        if self._fallback is not None and word in self._fallback.key_to_index:
-            return np.asarray(self._fallback[word], np.float32)
+        if self.fallback is not None and word in self.fallback.key_to_index:
+            return np.asarray(self.fallback[word], np.float32)
         return None
+
+    def unknown_words(self, texts: Iterable[str]) -> tuple[int, Counter]:
+        """The number of tokens of ``texts`` and how often each token without a vector occurs."""
+        num_tokens, unknown = 0, Counter()
+        for text in texts:
+            for token in tokenize(text):
+                num_tokens += 1
+                if self.vector(token) is None:
+                    unknown[token] += 1
+        return num_tokens, unknown
 
     def __call__(self, text: str, max_words: int = CAPTION_MAX_WORDS) -> np.ndarray:
         """Tokens as in training (case kept), unknown words dropped, the first ``max_words`` kept."""
         out_LW = np.zeros((max_words, self.dim), np.float32)
         kept = 0
         for token in tokenize(text):
-            self.num_tokens += 1
             vector = self.vector(token)
-            if vector is None:
-                self.num_unknown += 1
-            elif kept < max_words:
+            if vector is not None and kept < max_words:
                 out_LW[kept] = vector
                 kept += 1
         return out_LW
 
 
-def clip_inputs(record: VideoRecord, start: float, end: float, max_audio_frames: int) -> dict:
+def pad_audio(audio_FT: np.ndarray, num_frames: int, padding: str, logmel_FT: np.ndarray) -> np.ndarray:
+    """Fill the padded frames (from ``num_frames`` on): ``zero_db`` leaves the zeros (0 dB, the recording's
+    loudest level, as the reference pads), ``floor`` puts the clip's lowest level there (silence)."""
+    if padding == "zero_db" or num_frames >= audio_FT.shape[1]:
+        return audio_FT
+    if padding != "floor":
+        raise MCNError(f"unknown log-mel padding {padding!r}; use 'zero_db' or 'floor'")
+    source = audio_FT[:, :num_frames] if num_frames else logmel_FT
+    if source.size:
+        audio_FT[:, num_frames:] = float(source.min())
+    return audio_FT
+
+
+def clip_inputs(
+    record: VideoRecord, start: float, end: float, max_audio_frames: int, padding: str = "zero_db"
+) -> dict:
     """A retrieval clip's "video" (4096,), "audio" (F, max_audio_frames) and "nframes"; no audio gives zeros."""
     assert record.feat_2d is not None and record.feat_3d is not None and record.logmel is not None
     audio_FT, num_frames = audio_window(record.logmel, start, end, max_audio_frames)
+    audio_FT = pad_audio(audio_FT, num_frames, padding, record.logmel)
     return {
         "video": pool_video(record.feat_2d, record.feat_3d, start, end),
         "audio": audio_FT,
@@ -128,6 +157,7 @@ def per_second_inputs(
     record: VideoRecord,
     window_s: float = LOCALIZATION_WINDOW_S,
     max_audio_frames: int = LOCALIZATION_AUDIO_FRAMES,
+    padding: str = "zero_db",
 ) -> Iterator[dict]:
     """One input dict per second ("video", "audio", "nframes"), for :func:`embed_stream`."""
     assert record.logmel is not None
@@ -135,6 +165,7 @@ def per_second_inputs(
     video_TV = per_second_video(record, seconds)
     for t, (start, end) in enumerate(per_second_windows(seconds, window_s)):
         audio_FT, num_frames = audio_window(record.logmel, start, end, max_audio_frames)
+        audio_FT = pad_audio(audio_FT, num_frames, padding, record.logmel)
         yield {"video": video_TV[t], "audio": audio_FT, "nframes": num_frames}
 
 

@@ -1,71 +1,88 @@
-"""``mcn eval prepare``: official annotations + a folder of videos -> a generic benchmark definition + a store.
+"""The evaluation side of ``mcn eval prepare``: official annotations + a folder of videos -> a benchmark definition
+and an extraction manifest.
 
-The adapter named by ``benchmark`` converts the official files (see :mod:`mcn.eval.benchmarks`) into the generic
-definition, which is written to ``STORE/benchmarks/<name>.csv`` (retrieval) or ``.json`` (localisation); the
-videos of the folder whose file stem is a benchmark video id are listed in ``STORE/benchmarks/<name>-inputs.csv``
-and go through the ordinary extraction job into ``STORE``. Rerunning resumes the extraction. Benchmark texts
-are not needed in the store: they are tokenised at evaluation time against the store's word table and the
-word-vector file (``--word-vectors``, recorded in the store manifest by the extraction job).
+The adapter named by the config (:mod:`mcn.eval.adapters`) converts the official files into a definition that
+carries the benchmark's settings (:mod:`mcn.eval.protocols`), written to ``STORE/benchmarks/<name>.json``. The
+videos of the folder whose file stem is a benchmark video id are listed in the manifest
+``STORE/benchmarks/<name>-inputs.csv`` (columns ``video_id,video_path``), which the ordinary extraction job turns
+into the store (``mcn eval prepare`` runs it; ``mcn extract MANIFEST --out STORE`` does the same). Benchmark
+texts are not needed in the store: they are tokenised at evaluation time against the store's word table and the
+word-vector file.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcn.configs import save_config
 from mcn.errors import MCNError
-from mcn.eval import benchmarks
+from mcn.eval import adapters, benchmarks, protocols
+from mcn.eval.config import PrepareConfig
 
-ADAPTERS = ("youcook2", "msrvtt", "crosstask", "mining_youtube", "generic")
+logger = logging.getLogger(__name__)
+
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".3gp")
 
 
-@dataclass
-class PrepareConfig:
-    """``annotations`` per benchmark: youcook2 = [youcookii_annotations_trainval.json]; msrvtt = [JSFusion test
-    CSV]; crosstask = [tasks_primary.txt, annotations folder, (optional) videos CSV]; mining_youtube = [folder of
-    per-video segment files]; generic = [a retrieval .csv or localisation .json definition]."""
-
-    benchmark: str
-    annotations: list[str]
-    videos: str
-    out: str
-    pipeline_preset: str = "default"
-    word_vectors: str | None = None
-    split: str = "validation"  # YouCook2 subset
-    frame_rate: float | None = None  # Mining YouTube: times are frames at this rate (None: seconds)
-
-    def __post_init__(self) -> None:
-        if self.benchmark not in ADAPTERS:
-            raise ValueError(f"unknown benchmark {self.benchmark!r}; use one of {', '.join(ADAPTERS)}")
-        wanted = {"crosstask": (2, 3)}.get(self.benchmark, (1, 1))
-        if not wanted[0] <= len(self.annotations) <= wanted[1]:
-            raise ValueError(
-                f"{self.benchmark} takes {wanted[0]}-{wanted[1]} --annotations paths, got {len(self.annotations)}"
+def generic(
+    path: str | Path, audio_frames: int | None = None, score_normalisation: str | None = None
+) -> benchmarks.Benchmark:
+    """A definition from a clip list CSV (needs ``audio_frames``), a localisation JSON without settings (needs a
+    score normalisation, from the argument or the file's ``score_normalisation``) or an existing definition."""
+    path = Path(path)
+    if not path.is_file():
+        raise MCNError(f"{path} does not exist")
+    if path.suffix.lower() == ".csv":
+        if audio_frames is None:
+            raise MCNError(
+                f"{path}: a generic clip list needs its clips' audio length: give --audio-frames N "
+                "(100 log-mel frames per second; YouCook2 uses 5120, MSR-VTT 3072)"
             )
-        if self.frame_rate is not None and self.frame_rate <= 0:
-            raise ValueError("--frame-rate must be > 0")
+        clips = benchmarks.read_retrieval_clips(path)
+        return benchmarks.RetrievalBenchmark(
+            path.stem, clips, protocols.generic_retrieval(audio_frames), f"{path.name}, {len(clips)} clips"
+        )
+    data = benchmarks.read_json(path)
+    if "settings" in data:
+        return benchmarks.load_benchmark(path)
+    videos = benchmarks.parse_localization_videos(data, path)
+    normalisation = score_normalisation or data.get("score_normalisation")
+    if normalisation is None:
+        raise MCNError(
+            f"{path}: say how step scores become costs: --score-normalisation none (as CrossTask) "
+            "or log_softmax (as Mining YouTube)"
+        )
+    listed = f"{path.name} ({len(videos)} videos)"
+    settings = protocols.generic_localization(normalisation, listed)
+    return benchmarks.LocalizationBenchmark(str(data.get("name") or path.stem), videos, settings, path.name)
 
 
-def convert(config: PrepareConfig) -> benchmarks.RetrievalBenchmark | benchmarks.LocalizationBenchmark:
-    """The generic definition of the official files."""
+def convert(config: PrepareConfig) -> benchmarks.Benchmark:
+    """The definition of the official files, with the config's audio length when it gives one."""
     paths = config.annotations
     if config.benchmark == "youcook2":
-        return benchmarks.youcook2(paths[0], config.split)
-    if config.benchmark == "msrvtt":
-        return benchmarks.msrvtt(paths[0])
-    if config.benchmark == "crosstask":
-        return benchmarks.crosstask(paths[0], paths[1], paths[2] if len(paths) > 2 else None)
-    if config.benchmark == "mining_youtube":
-        return benchmarks.mining_youtube(paths[0], config.frame_rate)
-    return benchmarks.load_benchmark(paths[0])
-
-
-def benchmark_video_ids(bench: benchmarks.RetrievalBenchmark | benchmarks.LocalizationBenchmark) -> list[str]:
-    items = bench.clips if isinstance(bench, benchmarks.RetrievalBenchmark) else bench.videos
-    return list(dict.fromkeys(item.video_id for item in items))
+        bench = adapters.youcook2(paths[0], config.split)
+    elif config.benchmark == "msrvtt":
+        bench = adapters.msrvtt(paths[0])
+    elif config.benchmark == "crosstask":
+        bench = adapters.crosstask(paths[0], paths[1], config.video_list)
+    elif config.benchmark == "mining_youtube":
+        bench = adapters.mining_youtube(paths[0], config.frame_rate)
+    else:
+        bench = generic(paths[0], config.audio_frames, config.score_normalisation)
+    if config.audio_frames is not None and config.audio_frames != bench.settings.audio_frames:
+        logger.warning(
+            "%s: audio frames set to %d instead of the benchmark's %d: numbers will not be the reference's",
+            bench.name,
+            config.audio_frames,
+            bench.settings.audio_frames,
+        )
+        bench.settings = dataclasses.replace(bench.settings, audio_frames=config.audio_frames)
+    return bench
 
 
 def find_videos(folder: str | Path, video_ids: list[str]) -> tuple[dict[str, Path], list[str]]:
@@ -81,49 +98,45 @@ def find_videos(folder: str | Path, video_ids: list[str]) -> tuple[dict[str, Pat
     return found, [v for v in video_ids if v not in found]
 
 
-def write_inputs(path: Path, found: dict[str, Path]) -> None:
+def write_manifest(path: Path, found: dict[str, Path]) -> None:
+    """The extraction manifest: ``video_id,video_path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["video_id", "video_path"])
         for video_id, video_path in found.items():
             writer.writerow([video_id, str(video_path)])
+    tmp.replace(path)
 
 
-def run_prepare(config: PrepareConfig) -> Path:
-    """Convert, list the videos, run the extraction job; returns the path of the generic definition."""
+@dataclass(frozen=True)
+class Prepared:
+    definition: Path
+    manifest: Path
+    num_found: int
+    num_missing: int
+
+
+def run_prepare(config: PrepareConfig) -> Prepared:
+    """Convert, list the videos found; write the definition, the manifest and the resolved config."""
     bench = convert(config)
-    found, missing = find_videos(config.videos, benchmark_video_ids(bench))
+    found, missing = find_videos(config.videos, benchmarks.benchmark_video_ids(bench))
     if not found:
         raise MCNError(
-            f"none of the {len(missing)} benchmark videos is in {config.videos} (files are matched by stem = video id)"
+            f"none of the {len(missing)} benchmark videos is in {config.videos} "
+            "(files are matched by stem = video id)"
         )
     folder = Path(config.out) / "benchmarks"
-    inputs = folder / f"{bench.name}-inputs.csv"
-    write_inputs(inputs, found)
+    manifest = config.manifest_path(bench.name)
+    write_manifest(manifest, found)
     save_config(config, folder / f"{bench.name}-prepare.json")
-    print(f"{bench.name}: {len(found)} videos found, {len(missing)} missing (they will count as misses)")
-    run_extraction(str(inputs), config)
-    if isinstance(bench, benchmarks.RetrievalBenchmark):
-        definition = folder / f"{bench.name}.csv"
-        benchmarks.write_retrieval_csv(definition, bench)
-    else:
-        definition = folder / f"{bench.name}.json"
-        benchmarks.write_localization_json(definition, bench)
-    print(f"benchmark definition: {definition}")
-    return definition
-
-
-def run_extraction(inputs: str, config: PrepareConfig) -> None:
-    """The ordinary extraction job over the benchmark's videos."""
-    from mcn.pipeline import config as pipeline_config
-    from mcn.pipeline.job import run_extraction as run_job
-
-    if config.pipeline_preset not in pipeline_config.PRESETS:
-        raise MCNError(
-            f"unknown extraction preset {config.pipeline_preset!r}; use one of {', '.join(pipeline_config.PRESETS)}"
-        )
-    job = pipeline_config.PRESETS[config.pipeline_preset](inputs, config.out)
-    if config.word_vectors:
-        job.extract.text.word_vectors = config.word_vectors
-    run_job(job)
+    definition = folder / f"{bench.name}.json"
+    benchmarks.write_benchmark(definition, bench)
+    logger.info(
+        "%s: %d videos found, %d missing (the strict protocol counts their clips as misses)",
+        bench.name,
+        len(found),
+        len(missing),
+    )
+    return Prepared(definition, manifest, len(found), len(missing))

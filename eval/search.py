@@ -12,37 +12,34 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from mcn import options
+from mcn.configs import config_to_dict, save_config
 from mcn.errors import MCNError
 from mcn.eval import embed
+from mcn.eval.cli import COMMON_BINDINGS
+from mcn.eval.config import SEARCH_PRESETS, AudioConfig, SearchConfig, WindowConfig
 from mcn.store import StoreReader, VideoRecord
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "search a store's videos and moments (10 s windows and caption spans) by text"
 EPILOG = """examples:
   mcn search store/ --checkpoint runs/demo "crack the eggs into a bowl"
   mcn search store/ --checkpoint mcn_released.pth "whisk" -k 20 --device cuda
+  mcn search store/ --checkpoint runs/demo "pour" --set windows.window_s=20 --set windows.hop_s=10
 """
 
 INDEX_DIR = "index"
-INDEX_VERSION = 1
-
-
-@dataclass(frozen=True)
-class WindowSettings:
-    window_s: float = 10.0
-    hop_s: float = 5.0
-    audio_frames: int = 1000  # 10 s of log-mel
-    captions: bool = True
-
-    def __post_init__(self) -> None:
-        if self.window_s <= 0 or self.hop_s <= 0 or self.audio_frames < 16:
-            raise ValueError("window_s and hop_s must be > 0 and audio_frames >= 16")
+INDEX_VERSION = 2
 
 
 @dataclass
@@ -57,7 +54,7 @@ class SearchIndex:
     embeddings_MD: np.ndarray
 
 
-def moment_spans(record: VideoRecord, settings: WindowSettings) -> list[tuple[float, float, str]]:
+def moment_spans(record: VideoRecord, settings: WindowConfig) -> list[tuple[float, float, str]]:
     """Sliding windows over the video, then its caption spans."""
     duration = max(float(record.duration), 0.0)
     spans = []
@@ -72,8 +69,10 @@ def moment_spans(record: VideoRecord, settings: WindowSettings) -> list[tuple[fl
     return spans
 
 
-def fingerprint(model: torch.nn.Module, reader: StoreReader, settings: WindowSettings) -> str:
-    """Hash of the weights, the store's shards and the window settings."""
+def fingerprint(
+    model: torch.nn.Module, reader: StoreReader, settings: WindowConfig, audio: AudioConfig
+) -> str:
+    """Hash of the weights, the store's shards, the window settings and the log-mel padding."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -81,14 +80,21 @@ def fingerprint(model: torch.nn.Module, reader: StoreReader, settings: WindowSet
     identity = {
         "version": INDEX_VERSION,
         "shards": reader.manifest.get("shards"),
-        "settings": settings.__dict__,
+        "settings": config_to_dict(settings),
+        "audio": config_to_dict(audio),
     }
     digest.update(json.dumps(identity, sort_keys=True).encode())
     return digest.hexdigest()
 
 
 def build_index(
-    model, reader: StoreReader, settings: WindowSettings, batch_size: int = 64, device: str = "cpu"
+    model,
+    reader: StoreReader,
+    settings: WindowConfig,
+    audio: AudioConfig,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> SearchIndex:
     """Embed every moment of every video in the store."""
     video_ids, starts, ends, kinds, audio_flags = [], [], [], [], []
@@ -104,9 +110,10 @@ def build_index(
                 ends.append(end)
                 kinds.append(kind)
                 audio_flags.append(has_audio)
-                yield embed.clip_inputs(record, start, end, settings.audio_frames)
+                yield embed.clip_inputs(record, start, end, settings.audio_frames, audio.logmel_padding)
 
-    emb = embed.embed_stream(model, items(), batch_size, device)
+    stream = tqdm(items(), desc="moments", unit=" moments", disable=not progress, leave=False)
+    emb = embed.embed_stream(model, stream, batch_size, device)
     if not video_ids:
         raise MCNError(f"store {reader.root} holds no videos to search")
     with_audio = np.asarray(audio_flags)[:, None]
@@ -144,19 +151,19 @@ def load_index(path: Path) -> SearchIndex:
 
 
 def index_for(
-    model,
-    reader: StoreReader,
-    settings: WindowSettings,
-    batch_size: int = 64,
-    device: str = "cpu",
-    rebuild: bool = False,
+    model, reader: StoreReader, config: SearchConfig, device: str | torch.device = "cpu"
 ) -> tuple[SearchIndex, Path, bool]:
-    """The store's index for this model: loaded when it exists, else built and saved. Returns (index, path, built)."""
-    path = reader.root / INDEX_DIR / f"{fingerprint(model, reader, settings)}.npz"
-    if path.exists() and not rebuild:
+    """The store's index for this model: loaded when it exists, else built and saved with the config that built
+    it (``<fingerprint>.config.json``). Returns (index, path, built)."""
+    path = reader.root / INDEX_DIR / f"{fingerprint(model, reader, config.windows, config.audio)}.npz"
+    if path.exists() and not config.rebuild:
         return load_index(path), path, False
-    index = build_index(model, reader, settings, batch_size, device)
+    runtime = config.runtime
+    index = build_index(
+        model, reader, config.windows, config.audio, runtime.batch_size, device, runtime.progress
+    )
     save_index(path, index)
+    save_config(config, path.with_suffix(".config.json"))
     return index, path, True
 
 
@@ -168,37 +175,45 @@ def query_scores(
     words = vectorizer(query, embed.CAPTION_MAX_WORDS)
     if not words.any():
         raise MCNError(
-            f"none of the words of {query!r} is known to the store or the word-vector file (give --word-vectors)"
+            f"none of the words of {query!r} has a vector in the store's word table or the word2vec file"
         )
     text_D = embed.embed_stream(model, [{"text": words}], 1, device)["text"][0]
     return index.embeddings_MD @ text_D
 
 
+BINDINGS = {
+    options.Flag("--checkpoint", "step-N folder, RUN folder or released MCN .pth", "CKPT"): "checkpoint",
+    options.Flag("-k", "results to print (default: 10)", "K"): "k",
+    options.Flag("--rebuild", "rebuild the index even when one exists", switch=True): "rebuild",
+    **COMMON_BINDINGS,  # device, batch size, progress, word vectors, missing words, log-mel padding
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="a finished feature store")
     parser.add_argument("query", nargs="+", help="the query text")
-    parser.add_argument("--checkpoint", required=True, help="step-N folder, RUN folder or released MCN .pth")
-    parser.add_argument("-k", type=int, default=10, help="results to print (default: 10)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
-    parser.add_argument(
-        "--word-vectors", help="word2vec file for query words missing from the store's word table"
-    )
-    parser.add_argument("--rebuild", action="store_true", help="rebuild the index even when one exists")
+    options.add_preset_and_set(parser, SEARCH_PRESETS, "default")
+    options.add_flags(parser, BINDINGS, required=(next(iter(BINDINGS)),))
+
+
+def build_config(args: argparse.Namespace) -> SearchConfig:
+    fixed = {"store": args.store, "query": " ".join(args.query)}
+    return options.build_config(SEARCH_PRESETS, args, BINDINGS, fixed=fixed)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcn.eval.jobs import load_checkpoint, text_vectorizer
+    from mcn.eval.jobs import load_checkpoint, query_vectorizer
 
-    if args.k < 1:
-        raise MCNError("-k must be >= 1")
-    reader = StoreReader(args.store)
-    model = load_checkpoint(args.checkpoint, args.device)
-    index, path, built = index_for(model, reader, WindowSettings(), device=args.device, rebuild=args.rebuild)
-    print(f"{'built' if built else 'using'} index {path} ({len(index.video_ids)} moments)")
-    query = " ".join(args.query)
-    scores = query_scores(model, index, text_vectorizer(reader, args.word_vectors), query, args.device)
+    config = build_config(args)
+    reader = StoreReader(config.store)
+    device = config.runtime.torch_device()
+    vectorizer = query_vectorizer(reader, config.text, [config.query])
+    model = load_checkpoint(config.checkpoint, device)
+    index, path, built = index_for(model, reader, config, device)
+    logger.info("%s index %s (%d moments)", "built" if built else "using", path, len(index.video_ids))
+    scores = query_scores(model, index, vectorizer, config.query, device)
     order = np.argsort(-scores, kind="stable")
-    print(f"\nvideos for {query!r}:")
+    print(f"videos for {config.query!r}:")
     seen: list[str] = []
     for row in order:
         if index.video_ids[row] not in seen:
@@ -206,10 +221,10 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"  {len(seen):>3}  {index.video_ids[row]:<30} best {index.starts[row]:7.1f}-{index.ends[row]:7.1f} s  score {scores[row]:.4f}"
             )
-            if len(seen) == args.k:
+            if len(seen) == config.k:
                 break
     print("\nmoments:")
-    for rank, row in enumerate(order[: args.k], 1):
+    for rank, row in enumerate(order[: config.k], 1):
         print(
             f"  {rank:>3}  {index.video_ids[row]:<30} {index.starts[row]:7.1f}-{index.ends[row]:7.1f} s  "
             f"score {scores[row]:.4f}  ({index.kinds[row]})"

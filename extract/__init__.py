@@ -1,9 +1,10 @@
 """Per-video feature extraction: one video file (+ optional caption file) -> its 2D, 3D, audio and text features.
 
-``extract_video(path, config)`` decodes the video once in bounded windows, runs the 2D and 3D networks on
-batches gathered across windows, computes the log-mel of the audio track and reads the captions. The models
-load once per config (:class:`VideoExtractor`). torch is imported only when extraction starts, so
-``import mcn.extract.text`` stays cheap.
+``extract_video(path, config)`` runs the one per-video stream (:mod:`mcn.extract.stream`): probe, captions,
+log-mel, then the video decoded once in bounded windows whose frames go to the 2D and 3D networks in full
+batches filled across windows (:mod:`mcn.extract.batching`). The Ray extraction job runs the same stream and
+the same batching across videos. The models load once per config (:class:`VideoExtractor`). torch is imported
+only when extraction starts, so ``import mcn.extract.text`` stays cheap.
 """
 
 from __future__ import annotations
@@ -15,23 +16,28 @@ from typing import Any
 import numpy as np
 
 from mcn.configs import config_to_dict
-from mcn.extract.decode import DecodeConfig, DecodeError, VideoInfo, iter_frame_windows, probe, read_audio
+from mcn.errors import MCNError
+from mcn.extract.asr import AsrConfig
+from mcn.extract.batching import MODEL_KINDS, BatchFiller, batch_group, num_rows
+from mcn.extract.constants import FEATURE_DIM
+from mcn.extract.decode import DecodeConfig, DecodeError
+from mcn.extract.stream import VideoAssembly, VideoFeatures, VideoHeader, VideoStream
 
 __all__ = [
+    "AsrConfig",
     "DecodeError",
     "ExtractConfig",
     "VideoExtractor",
     "VideoFeatures",
     "default",
     "extract_video",
+    "load_model",
+    "reference_precision",
     "tiny_cpu",
 ]
 
-AUDIO_SAMPLE_RATE = 16000
-CLIP_FRAMES = 16
 
-
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ModelsConfig:
     """Registered model names (``mcn.extract.visual.MODELS``) and their weights files."""
 
@@ -45,10 +51,10 @@ class ModelsConfig:
 
     def __post_init__(self) -> None:
         if self.download_2d and self.weights_2d:
-            raise ValueError("set either models.weights_2d or models.download_2d, not both")
+            raise MCNError("set either models.weights_2d or models.download_2d, not both")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
     """Where and how the networks run. Precisions apply on a GPU only; the CPU always runs float32."""
 
@@ -60,18 +66,18 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if self.batch_2d < 1 or self.batch_3d < 1:
-            raise ValueError(
+            raise MCNError(
                 f"runtime batch sizes must be >= 1, got batch_2d={self.batch_2d}, batch_3d={self.batch_3d}"
             )
         allowed = ("fp32", "tf32", "bf16", "fp16")
         for name in ("precision_2d", "precision_3d"):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"runtime.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise MCNError(f"runtime.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"runtime.device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+            raise MCNError(f"runtime.device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TextConfig:
     """Word vectors for caption token ids (None: captions are kept as text, without ids)."""
 
@@ -79,7 +85,7 @@ class TextConfig:
     binary: bool | None = None  # None: from the extension / file header
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ExtractConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -92,6 +98,14 @@ def default() -> ExtractConfig:
     return ExtractConfig()
 
 
+def reference_precision() -> ExtractConfig:
+    """The full-size recipe in float32 everywhere (no bf16, no TF32), as the released features were computed.
+
+    Slower on a GPU than :func:`default` (whose bf16 2D pass is 2.3x fp32 on an H200); on the CPU both are fp32.
+    """
+    return ExtractConfig(runtime=RuntimeConfig(precision_2d="fp32", precision_3d="fp32"))
+
+
 def tiny_cpu() -> ExtractConfig:
     """Tiny twin networks on the CPU, for tests and demos: same decode, shapes and code paths."""
     return ExtractConfig(
@@ -100,35 +114,13 @@ def tiny_cpu() -> ExtractConfig:
     )
 
 
-@dataclass
-class VideoFeatures:
-    """Everything extracted from one video. Feature arrays are float16."""
+def load_model(kind: str, config: ExtractConfig) -> Any:
+    """The 2D or 3D extractor (``kind`` "2d" / "3d") of a config, its network loaded (imports torch)."""
+    from mcn.extract.extractors import Clip3DExtractor, Frame2DExtractor
 
-    info: VideoInfo
-    feat_2d: np.ndarray  # (T2, 2048), 1 per second, L2-normalised rows
-    feat_3d: np.ndarray  # (T3, 2048), one per 16 frames at 24 fps, L2-normalised rows
-    logmel: np.ndarray | None  # (40, Ta), 100 per second; None = the video has no audio stream
-    captions: list[tuple[float, float, str]]
-    caption_source: str  # "vtt" | "srt" | "csv" | "json" | "asr" | "none"
-    caption_token_ids: list[np.ndarray] | None = (
-        None  # int32 ids per caption when config.text.word_vectors is set
-    )
-
-
-class VideoExtractor:
-    """Loads the networks (and word vectors) of a config once; ``__call__(path, caption_path)`` per video."""
-
-    def __init__(self, config: ExtractConfig):
-        from mcn.extract.extractors import (
-            CaptionTokenizer,
-            Clip3DExtractor,
-            Frame2DExtractor,
-            LogMelExtractor,
-        )
-
-        self.config = config
-        models, runtime = config.models, config.runtime
-        self.frame_2d = Frame2DExtractor(
+    models, runtime = config.models, config.runtime
+    if kind == "2d":
+        return Frame2DExtractor(
             models.model_2d,
             models.weights_2d,
             models.download_2d,
@@ -136,86 +128,83 @@ class VideoExtractor:
             runtime.batch_2d,
             runtime.precision_2d,
         )
-        self.clip_3d = Clip3DExtractor(
-            models.model_3d, models.weights_3d, runtime.device, runtime.batch_3d, runtime.precision_3d
-        )
-        self.log_mel = LogMelExtractor()
-        self.tokenizer = (
-            CaptionTokenizer(config.text.word_vectors, config.text.binary)
-            if config.text.word_vectors
-            else None
-        )
+    return Clip3DExtractor(
+        models.model_3d, models.weights_3d, runtime.device, runtime.batch_3d, runtime.precision_3d
+    )
+
+
+class VideoExtractor:
+    """Loads the networks (and word vectors, and the speech recogniser when ``asr.enabled``) of a config once;
+    ``__call__(path, caption_path)`` per video.
+
+    The frames of a video's windows are gathered into batches of ``runtime.batch_2d`` frames and
+    ``runtime.batch_3d`` clips (a window may be split between two batches); at most one batch of frames per
+    network is held besides the current window.
+    """
+
+    def __init__(self, config: ExtractConfig, asr: AsrConfig | None = None):
+        self.config = config
+        self.models = {kind: load_model(kind, config) for kind in MODEL_KINDS}
+        self.asr = None
+        if asr is not None and asr.enabled:
+            from mcn.extract.asr import load_asr
+
+            self.asr = load_asr(asr, "cpu")  # as in the extraction job
+        self.tokenizer = None
+        if config.text.word_vectors:
+            from mcn.extract.extractors import CaptionTokenizer
+
+            self.tokenizer = CaptionTokenizer(config.text.word_vectors, config.text.binary)
 
     def __call__(self, path: str | Path, caption_path: str | Path | None = None) -> VideoFeatures:
-        from mcn.extract.text import caption_format, read_captions
+        assembly = VideoAssembly()
+        fillers = {kind: BatchFiller(model.batch_size) for kind, model in self.models.items()}
+        for part in VideoStream(path, caption_path, self.config.decode, transcribe=self.asr is not None):
+            if isinstance(part, VideoHeader):
+                assembly.add_header(part)
+                if part.needs_asr:
+                    assembly.set_captions(self.asr(part.waveform_16k))
+                continue
+            window = assembly.add_window()
+            for kind, filler in fillers.items():
+                frames = part.frames(kind)
+                rows = num_rows(kind, len(frames))
+                if rows == 0:
+                    assembly.set_features(kind, window, np.zeros((0, FEATURE_DIM), np.float16))
+                else:
+                    filler.add(window, frames, rows, batch_group(kind, frames))
+                while (pieces := filler.full_batch()) is not None:
+                    self._run(kind, filler, pieces, assembly)
+        assembly.stream_done = True
+        for kind, filler in fillers.items():
+            while (pieces := filler.partial_batch()) is not None:
+                self._run(kind, filler, pieces, assembly)
+        return assembly.features(self.tokenizer)
 
-        # Captions first: a broken caption file fails fast, before the expensive decode.
-        captions = read_captions(caption_path) if caption_path is not None else []
-        caption_source = caption_format(caption_path) if caption_path is not None else "none"
-        decode = self.config.decode
-        info = probe(path, timeout_s=decode.timeout_s)
-        feat_2d, feat_3d = self._visual_features(path, info)
-        logmel = None
-        if info.has_audio:
-            waveform = read_audio(path, AUDIO_SAMPLE_RATE, ffmpeg=decode.ffmpeg, timeout_s=decode.timeout_s)
-            logmel = self.log_mel([waveform]).only()
-        token_ids = self.tokenizer([captions]).only() if self.tokenizer is not None else None
-        return VideoFeatures(info, feat_2d, feat_3d, logmel, captions, caption_source, token_ids)
-
-    def _visual_features(self, path: str | Path, info: VideoInfo) -> tuple[np.ndarray, np.ndarray]:
-        """Run both networks over the decode windows, gathering frames into full batches.
-
-        3D frames that do not fill a 16-frame clip carry over to the next window, so only the video's end is
-        padded. At most one batch of frames per stream is held besides the current window.
-        """
-        runtime = self.config.runtime
-        feats_2d: list[np.ndarray] = []
-        feats_3d: list[np.ndarray] = []
-        pending_2d: list[np.ndarray] = []
-        pending_3d: list[np.ndarray] = []
-        carry_3d: np.ndarray | None = None
-        for window in iter_frame_windows(path, info, self.config.decode):
-            pending_2d.append(window.frames_2d_THWC)
-            frames_3d = (
-                window.frames_3d_THWC
-                if carry_3d is None
-                else np.concatenate([carry_3d, window.frames_3d_THWC])
-            )
-            num_whole = len(frames_3d) - len(frames_3d) % CLIP_FRAMES
-            pending_3d.append(frames_3d[:num_whole])
-            carry_3d = frames_3d[num_whole:]
-            if sum(map(len, pending_2d)) >= runtime.batch_2d:
-                feats_2d.append(self._flush(self.frame_2d, pending_2d))
-            if sum(map(len, pending_3d)) >= runtime.batch_3d * CLIP_FRAMES:
-                feats_3d.append(self._flush(self.clip_3d, pending_3d))
-        if carry_3d is not None:
-            pending_3d.append(carry_3d)
-        feats_2d.append(self._flush(self.frame_2d, pending_2d))
-        feats_3d.append(self._flush(self.clip_3d, pending_3d))
-        return np.concatenate(feats_2d), np.concatenate(feats_3d)
-
-    @staticmethod
-    def _flush(extractor: Any, pending: list[np.ndarray]) -> np.ndarray:
-        frames = [f for f in pending if len(f)]
-        pending.clear()
-        if not frames:
-            return np.zeros((0, 2048), np.float16)
-        return extractor([np.concatenate(frames)]).only()
+    def _run(self, kind: str, filler: BatchFiller, pieces: list, assembly: VideoAssembly) -> None:
+        frames, bounds = [piece.payload for piece in pieces], [(piece.start, piece.stop) for piece in pieces]
+        for window, feats in filler.deliver(pieces, self.models[kind].run_batch(frames, bounds)):
+            assembly.set_features(kind, window, feats)
 
 
 _cached: tuple[str, VideoExtractor] | None = None
 
 
 def extract_video(
-    path: str | Path, config: ExtractConfig, caption_path: str | Path | None = None
+    path: str | Path,
+    config: ExtractConfig,
+    caption_path: str | Path | None = None,
+    asr: AsrConfig | None = None,
 ) -> VideoFeatures:
     """Features of one video file. The networks of the last config used stay loaded between calls.
 
-    Raises ``DecodeError`` for an unreadable video and ``CaptionError`` for a broken caption file.
+    With ``asr.enabled``, a video with audio and no caption file gets its captions from speech recognition
+    (``caption_source == "asr"``). Raises ``DecodeError`` for an unreadable video and ``CaptionError`` for a
+    broken caption file.
     """
     global _cached
-    key = repr(config_to_dict(config))
+    key = repr((config_to_dict(config), config_to_dict(asr) if asr is not None and asr.enabled else None))
     if _cached is None or _cached[0] != key:
         _cached = None  # free the previous networks before loading new ones
-        _cached = (key, VideoExtractor(config))
+        _cached = (key, VideoExtractor(config, asr))
     return _cached[1](path, caption_path)

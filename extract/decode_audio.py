@@ -26,9 +26,9 @@ from collections.abc import Iterator
 import ffmpeg as ffmpeg_python
 import numpy as np
 
+from mcn.extract.constants import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 from mcn.extract.decode_types import CORRUPT_HINTS, DecodeError, check_file, ffmpeg_binary, ffmpeg_missing
 
-SAMPLE_RATE = 16000
 CHUNK_BYTES = 1 << 20  # one pipe read: 262,144 samples, 16 s at 16 kHz
 HOLD_SECONDS = 60.0  # tracks up to a minute stay in memory (4 MB, about 30 MB while computing the log-mel)
 STDERR_TAIL_BYTES = 64 * 1024

@@ -4,6 +4,10 @@ A batch is a list of items (one per video or window); the result is a :class:`Ba
 per item and the failures recorded by item index, so one bad item never sinks the batch. ``extractor([item]).only()``
 is the single-item form that raises instead. Extractors are looked up by name in :data:`EXTRACTORS`.
 
+The visual extractors also take one batch that :mod:`mcn.extract.batching` filled across windows and videos
+(:meth:`run_batch`: one forward pass, raising on failure, since the batch's rows belong to several videos) and
+count their forward passes and rows (``num_calls``, ``num_items``), which the extraction job reports.
+
 On a GPU the 2D network runs in bfloat16 with ``channels_last`` and the 3D network in TF32 (half precision is
 slower for grouped 3D convolutions); frames cross to the device as uint8 from pinned memory with non-blocking
 copies and are normalised there; the 3D network's BatchNorms are folded into its convolutions. On the CPU
@@ -21,6 +25,8 @@ import numpy as np
 import torch
 
 from mcn.extract import visual
+from mcn.extract.batching import take_rows
+from mcn.extract.constants import FEATURE_DIM
 
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
@@ -83,6 +89,8 @@ class _VisualExtractor:
         self.dtype = PRECISIONS[self.precision]
         self.batch_size = batch_size
         self.model_name = model
+        self.num_calls = 0  # forward passes so far
+        self.num_items = 0  # rows through them: 2D frames or 3D clips
         net = visual.build_model(model, weights, download)
         if self.fuse_bn:
             net = visual.fuse_batchnorm(net)
@@ -117,7 +125,7 @@ class _VisualExtractor:
         """
         batches = list(_row_batches([len(part) for part in parts], self.batch_size))
         if not batches:
-            return np.zeros((0, visual.FEATURE_DIM), np.float16)
+            return np.zeros((0, FEATURE_DIM), np.float16)
         stager = self._stager(parts[0].shape[1:]) if self.on_gpu else None
         feats = []
         for pieces in batches:
@@ -129,7 +137,24 @@ class _VisualExtractor:
             else:
                 batch = torch.cat([parts[part][start:stop] for part, start, stop in pieces])
             feats.append(visual.l2_normalise(self.model(prepare(batch))).half())
+            self.num_calls += 1
+            self.num_items += len(batch)
         return torch.cat(feats).cpu().numpy()
+
+    def run_batch(
+        self, parts: Sequence[np.ndarray], bounds: Sequence[tuple[int, int]] | None = None
+    ) -> list[np.ndarray]:
+        """Features of each part of one filled batch (at most ``batch_size`` rows of one frame size: one
+        forward pass); with ``bounds``, of rows [start, stop) of each part (a piece of a window, see
+        :mod:`mcn.extract.batching`). Raises RuntimeError when the batch fails: its rows may belong to several
+        videos."""
+        if bounds is not None:
+            parts = [take_rows(self.kind, part, *rows) for part, rows in zip(parts, bounds, strict=True)]
+        result = self(parts)
+        if result.failures:
+            index = min(result.failures)
+            raise RuntimeError(f"batch part {index} of {len(parts)}: {result.failures[index]}")
+        return result.outputs
 
 
 def _row_batches(lengths: Sequence[int], batch_size: int):

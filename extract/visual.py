@@ -27,12 +27,11 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from mcn.errors import MCNError
+from mcn.extract.constants import CLIP_FRAMES, FEATURE_DIM  # noqa: F401 (visual.FEATURE_DIM: the output width)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 KINETICS_MEAN = (110.6, 103.2, 96.3)  # on the 0-255 scale; the std is 1
-CLIP_FRAMES = 16
-FEATURE_DIM = 2048
 RANDOM_INIT_SEED = 0
 
 

@@ -64,18 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _corpus(config: DemoConfig, folder: Path):
-    from mcn import sample_corpus
+    from mcn.sample import config as sample_config
+    from mcn.sample.corpus import CONFIG_FILE, generate_corpus
 
-    corpus_config = replace(sample_corpus.demo(), num_videos=config.num_videos, seed=config.seed)
-    saved = folder / sample_corpus.CONFIG_FILE
+    corpus_config = replace(sample_config.demo(), num_videos=config.num_videos, seed=config.seed)
+    saved = folder / CONFIG_FILE
     finished = saved.exists() and (folder / "ground_truth.json").exists()
     if finished and json.loads(saved.read_text()) == config_to_dict(corpus_config):
         print(f"[1/4] sample corpus: reusing {folder}")
         return
     print(f"[1/4] sample corpus: generating {config.num_videos} narrated videos in {folder}")
-    summary = sample_corpus.generate_corpus(
-        folder, config.num_videos, config.seed, config=corpus_config, overwrite=True
-    )
+    summary = generate_corpus(folder, config.num_videos, config.seed, config=corpus_config, overwrite=True)
     print(
         f"      {summary.num_train} training + {summary.num_heldout} held-out videos, "
         f"{summary.total_seconds / 60:.1f} min of video, in {summary.seconds_taken:.0f} s"
@@ -98,7 +97,9 @@ def _extract(config: DemoConfig, videos: Path, store: Path, word_vectors: Path) 
         text=replace(extract_config.text, word_vectors=str(word_vectors)),
     )
     job = replace(
-        pipeline_config.default(str(videos), str(store)),
+        pipeline_config.default(),
+        input=str(videos),
+        out=str(store),
         extract=extract_config,
         ray=pipeline_config.RayConfig(num_cpus=config.num_cpus),
     )
@@ -120,17 +121,31 @@ def _train(config: DemoConfig, store: Path, run: Path) -> dict:
 
 
 def _evaluate(stores: Path, run: Path, corpus: Path, out: Path) -> dict:
-    from mcn.eval.jobs import EvalConfig, run_eval
-    from mcn.sample_corpus import seen_clips_benchmark
+    from mcn.eval import config as eval_config
+    from mcn.eval.benchmarks import write_benchmark
+    from mcn.eval.jobs import run_eval
+    from mcn.eval.prepare import generic
+    from mcn.sample.corpus import seen_clips_benchmark
 
     seen = seen_clips_benchmark(corpus, out / "seen_clips.csv")
     metrics = {}
-    for kind, benchmark, store, folder in [
+    for kind, clips, store, folder in [
         ("retrieval", corpus / "benchmark_retrieval.csv", stores / "heldout", "retrieval"),
         ("localization", corpus / "benchmark_localization.json", stores / "heldout", "localization"),
         ("retrieval", seen, stores / "train", "retrieval-seen"),
     ]:
-        config = EvalConfig(kind, [str(run)], [str(benchmark)], str(store), str(out / folder))
+        # sample clips last 10-20 s: 2,000 log-mel frames; steps are scored as CrossTask's (cost = -score)
+        bench = generic(clips, audio_frames=2000, score_normalisation="none")
+        definition = out / "benchmarks" / f"{bench.name}.json"
+        write_benchmark(definition, bench)
+        config = replace(
+            eval_config.default(),
+            kind=kind,
+            checkpoints=(str(run),),
+            benchmarks=(str(definition),),
+            store=str(store),
+            out=str(out / folder),
+        )
         metrics.update(run_eval(config))
     return metrics
 

@@ -1,6 +1,6 @@
 """The feature store format: the only interface between preprocessing and training/evaluation.
 
-A store is a folder::
+A store is a folder or an object-store prefix (any path :mod:`mcn.storage` resolves)::
 
     STORE/
       shards/shard-000000.parquet   numbered shards, each holding whole videos, one Parquet row group per video
@@ -10,260 +10,149 @@ A store is a folder::
 
 Parquet was chosen over WebDataset tars because a row group can be read on its own (one video without reading
 its shard), columns can be projected (captions without features), the schema and key-value metadata make every
-shard self-describing, and pyarrow is a well-kept dependency that every data tool reads. Shards are written to
-a temporary name and renamed when complete, so a half-written shard never looks finished.
+shard self-describing, and every data tool reads it. Every file is written atomically (:func:`storage.atomic_write`),
+so a half-written shard never looks finished.
 
-Arrays are stored as raw little-endian bytes plus a shape column; dtypes come from :data:`FEATURE_SPECS`.
-Token ids index the word-vector table the store was built with; ``words.parquet`` holds the vector of every id
-a caption uses, so training needs no copy of the original (multi-GB) word2vec file.
+Format 2 stores features as standard Arrow columns, ``list<fixed_size_list<float16, D>>`` (one D-vector per
+frame, time first, log-mel included) and captions as ``list<struct<start, end, text, token_ids>>``, so pyarrow,
+pandas, DuckDB and Ray Data read them without this module. Format 1 (raw little-endian bytes plus a shape
+column, four parallel caption lists) is still read. Token ids index the word-vector table the store was built
+with; ``words.parquet`` holds the vector of every id a caption uses, so training needs no copy of the original
+(multi-GB) word2vec file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mcn import shard_reader, storage, store_rows
 from mcn.configs import write_json_atomic
 from mcn.errors import MCNError
+from mcn.storage import StorePath
+from mcn.store_rows import (  # noqa: F401 (the store's vocabulary, used as mcn.store.NAME)
+    ARRAY_COLUMNS,
+    CAPTION_COLUMNS,
+    FEATURE_SPECS,
+    META_COLUMNS,
+    SCHEMA,
+    SCHEMA_V2,
+    VideoRecord,
+)
 
-STORE_FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1, 2)  # the formats this module reads
+LATEST_FORMAT_VERSION = 2
+STORE_FORMAT_VERSION = 1  # what write_shard and write_manifest write unless told otherwise
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 WORDS = "words.parquet"
 FAILURES = "failures.parquet"
-
-# name -> (dtype, shape with None for the time axis, rate per second)
-FEATURE_SPECS: dict[str, dict] = {
-    "feat_2d": {
-        "dtype": "float16",
-        "shape": [None, 2048],
-        "rate_hz": 1.0,
-        "what": "ResNet-152 avg-pool, L2-normalised",
-    },
-    "feat_3d": {
-        "dtype": "float16",
-        "shape": [None, 2048],
-        "rate_hz": 1.5,
-        "what": "3D ResNeXt-101 avg-pool, L2-normalised",
-    },
-    "logmel": {
-        "dtype": "float16",
-        "shape": [40, None],
-        "rate_hz": 100.0,
-        "what": "40-bin log-mel, dB re max",
-    },
-}
-ARRAY_COLUMNS = tuple(FEATURE_SPECS)
-CAPTION_COLUMNS = ("caption_start", "caption_end", "caption_text", "caption_token_ids")
-META_COLUMNS = (
-    "video_id",
-    "source_path",
-    "duration",
-    "fps",
-    "width",
-    "height",
-    "has_audio",
-    "caption_source",
-    "extra",
-)
-
-SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("source_path", pa.string()),
-        ("duration", pa.float64()),
-        ("fps", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("has_audio", pa.bool_()),
-        ("caption_source", pa.string()),
-        ("extra", pa.string()),
-        *[(name, pa.binary()) for name in ARRAY_COLUMNS],
-        *[(f"{name}_shape", pa.list_(pa.int32())) for name in ARRAY_COLUMNS],
-        ("caption_start", pa.list_(pa.float32())),
-        ("caption_end", pa.list_(pa.float32())),
-        ("caption_text", pa.list_(pa.string())),
-        ("caption_token_ids", pa.list_(pa.list_(pa.int32()))),
-    ]
-)
-
-
-@dataclass
-class VideoRecord:
-    """Everything the store holds for one video. Arrays are None when a read did not ask for them."""
-
-    video_id: str
-    source_path: str = ""
-    duration: float = 0.0
-    fps: float = 0.0
-    width: int = 0
-    height: int = 0
-    has_audio: bool = False
-    caption_source: str = "none"
-    extra: dict = field(default_factory=dict)
-    feat_2d: np.ndarray | None = None  # (T2, 2048) float16
-    feat_3d: np.ndarray | None = None  # (T3, 2048) float16
-    logmel: np.ndarray | None = None  # (40, Ta) float16; (40, 0) without audio
-    caption_start: np.ndarray | None = None  # (C,) float32 seconds
-    caption_end: np.ndarray | None = None  # (C,) float32 seconds
-    caption_text: list[str] | None = None
-    caption_token_ids: list[np.ndarray] | None = None  # C arrays of int32 ids into the word table
-
-    @property
-    def num_captions(self) -> int:
-        return 0 if self.caption_start is None else len(self.caption_start)
-
-
-def _record_to_row(record: VideoRecord) -> dict:
-    row = {
-        "video_id": record.video_id,
-        "source_path": record.source_path,
-        "duration": float(record.duration),
-        "fps": float(record.fps),
-        "width": int(record.width),
-        "height": int(record.height),
-        "has_audio": bool(record.has_audio),
-        "caption_source": record.caption_source,
-        "extra": json.dumps(record.extra, sort_keys=True),
-    }
-    for name in ARRAY_COLUMNS:
-        spec = FEATURE_SPECS[name]
-        array = getattr(record, name)
-        if array is None:
-            array = np.zeros([0 if d is None else d for d in spec["shape"]], dtype=spec["dtype"])
-        array = np.ascontiguousarray(array, dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
-        if array.ndim != len(spec["shape"]) or any(
-            d is not None and d != s for d, s in zip(spec["shape"], array.shape)
-        ):
-            raise ValueError(f"{record.video_id}: {name} has shape {array.shape}, expected {spec['shape']}")
-        row[name] = array.tobytes()
-        row[f"{name}_shape"] = list(array.shape)
-    num_captions = record.num_captions
-    texts = record.caption_text or []
-    token_ids = record.caption_token_ids or []
-    if len(texts) != num_captions or len(token_ids) != num_captions:
-        raise ValueError(f"{record.video_id}: caption columns disagree in length")
-    row["caption_start"] = (
-        [] if record.caption_start is None else np.asarray(record.caption_start, np.float32).tolist()
-    )
-    row["caption_end"] = (
-        [] if record.caption_end is None else np.asarray(record.caption_end, np.float32).tolist()
-    )
-    row["caption_text"] = list(texts)
-    row["caption_token_ids"] = [np.asarray(ids, np.int32).tolist() for ids in token_ids]
-    return row
-
-
-def _record_from_table(table: pa.Table) -> VideoRecord:
-    """The first row of a (one-row-group) table as a record; arrays are views of Arrow buffers, not copies."""
-    names = set(table.column_names)
-    record = VideoRecord(video_id=table.column("video_id")[0].as_py())
-    for name in META_COLUMNS:
-        if name in names:
-            value = table.column(name)[0].as_py()
-            setattr(record, name, json.loads(value) if name == "extra" else value)
-    for name in ARRAY_COLUMNS:
-        if name in names:
-            dtype = np.dtype(FEATURE_SPECS[name]["dtype"]).newbyteorder("<")
-            shape = table.column(f"{name}_shape")[0].values.to_numpy()
-            array = np.frombuffer(table.column(name)[0].as_buffer(), dtype=dtype).reshape(shape)
-            setattr(record, name, array.astype(FEATURE_SPECS[name]["dtype"], copy=False))
-    if "caption_start" in names:
-        record.caption_start = table.column("caption_start")[0].values.to_numpy(zero_copy_only=False)
-        record.caption_end = table.column("caption_end")[0].values.to_numpy(zero_copy_only=False)
-        record.caption_text = table.column("caption_text")[0].as_py()
-        token_lists = table.column("caption_token_ids")[0].values
-        record.caption_token_ids = [
-            token_lists[i].values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-            for i in range(len(token_lists))
-        ]
-    return record
-
-
-def _columns_for(fields: Sequence[str] | None) -> list[str] | None:
-    """Parquet columns for a projection of VideoRecord fields (None = everything)."""
-    if fields is None:
-        return None
-    columns = ["video_id"]
-    for name in fields:
-        if name in ARRAY_COLUMNS:
-            columns += [name, f"{name}_shape"]
-        elif name == "captions":
-            columns += list(CAPTION_COLUMNS)
-        elif name in META_COLUMNS:
-            columns.append(name)
-        else:
-            raise ValueError(
-                f"unknown store field {name!r}; use {list(META_COLUMNS) + list(ARRAY_COLUMNS) + ['captions']}"
-            )
-    return list(dict.fromkeys(columns))
 
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}.parquet"
 
 
-def write_shard(path: str | Path, records: Sequence[VideoRecord], metadata: dict | None = None) -> int:
-    """Write whole videos to one shard atomically (temporary name, fsync, rename). Returns the size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    schema = SCHEMA.with_metadata(
+def write_shard(
+    path: StorePath,
+    records: Iterable[VideoRecord],
+    metadata: dict | None = None,
+    format_version: int = STORE_FORMAT_VERSION,
+) -> int:
+    """Write whole videos to one shard atomically, one row group per video. Returns the size in bytes."""
+    if format_version not in FORMAT_VERSIONS:
+        raise ValueError(f"store format {format_version} does not exist; use one of {FORMAT_VERSIONS}")
+    schema = store_rows.SCHEMAS[format_version].with_metadata(
         {
-            "mcn_store_format": str(STORE_FORMAT_VERSION),
+            "mcn_store_format": str(format_version),
             **{k: json.dumps(v) for k, v in (metadata or {}).items()},
         }
     )
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1) as writer:
+    options = store_rows.PARQUET_OPTIONS[format_version]
+    with storage.atomic_write(path) as file:
+        with pq.ParquetWriter(file, schema, **options) as writer:
             for record in records:  # one row group per video: a video can be read on its own
-                writer.write_table(pa.Table.from_pylist([_record_to_row(record)], schema=schema))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+                writer.write_table(store_rows.record_to_table(record, format_version, schema))
+        return file.tell()
 
 
-def shard_video_ids(path: str | Path) -> list[str]:
+def read_shard_video(path: StorePath, row_group: int, fields: Sequence[str] | None = None) -> VideoRecord:
+    """One video from a shard, reading only its row group (and only the asked-for columns)."""
+    with shard_reader.open_shard(path) as shard:
+        return shard_reader.read_row_group(shard, row_group, fields)
+
+
+def iter_shard(path: StorePath, fields: Sequence[str] | None = None) -> Iterator[VideoRecord]:
+    """Every video of a shard, one row group at a time."""
+    with shard_reader.open_shard(path) as shard:
+        for row_group in range(shard.footer.metadata.num_row_groups):
+            yield shard_reader.read_row_group(shard, row_group, fields)
+
+
+def shard_format(path: StorePath) -> int:
+    """The store format of a shard (1 or 2), from its schema."""
+    with shard_reader.open_shard(path) as shard:
+        return shard.footer.version
+
+
+def _read_columns(path: StorePath, columns: list[str], caption_field: str | None = None) -> pa.Table:
+    """Whole columns of a shard, plus one caption field as a list per video (named ``captions``)."""
+    with shard_reader.open_shard(path) as shard:
+        version = shard.footer.version
+        if caption_field is not None:
+            caption = f"caption_{caption_field}" if version == 1 else f"captions.list.element.{caption_field}"
+            columns = [*columns, caption]
+        table = pq.ParquetFile(shard.file, metadata=shard.footer.metadata).read(columns=columns)
+    if caption_field is None:
+        return table
+    lists = table.column(table.num_columns - 1).combine_chunks()
+    if version == 2:  # list<struct<field>> -> list<field>
+        lists = pa.ListArray.from_arrays(lists.offsets, lists.values.flatten()[0])
+    return table.drop_columns(table.column_names[-1]).append_column("captions", lists)
+
+
+def shard_video_ids(path: StorePath) -> list[str]:
     """The video ids of a shard, in row-group order (reads only the id column)."""
-    return pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist()
+    return _read_columns(path, ["video_id"]).column("video_id").to_pylist()
 
 
-def shard_caption_counts(path: str | Path) -> np.ndarray:
+def shard_caption_counts(path: StorePath) -> np.ndarray:
     """Captions per video of a shard, in row-group order (reads one small column)."""
-    column = pq.read_table(path, columns=["caption_start"]).column("caption_start")
+    column = _read_columns(path, [], caption_field="start").column("captions")
     return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def read_shard_video(path: str | Path, row_group: int, fields: Sequence[str] | None = None) -> VideoRecord:
-    """One video from a shard, reading only its row group (and only the asked-for columns)."""
-    table = pq.ParquetFile(path).read_row_group(row_group, columns=_columns_for(fields))
-    return _record_from_table(table)
+@dataclass(frozen=True)
+class ShardSummary:
+    """The small columns of a shard, for manifests and store tools."""
+
+    video_ids: list[str]
+    durations: np.ndarray  # (V,) float64 seconds
+    token_ids: np.ndarray  # (U,) int32: every token id a caption of the shard uses, sorted
+    nbytes: int
 
 
-def iter_shard(path: str | Path, fields: Sequence[str] | None = None) -> Iterator[VideoRecord]:
-    """Every video of a shard, one row group at a time."""
-    parquet = pq.ParquetFile(path)
-    columns = _columns_for(fields)
-    for index in range(parquet.num_row_groups):
-        yield _record_from_table(parquet.read_row_group(index, columns=columns))
+def shard_summary(path: StorePath) -> ShardSummary:
+    """Video ids, durations and used token ids of a shard (either format), without its features."""
+    table = _read_columns(path, ["video_id", "duration"], caption_field="token_ids")
+    ids = table.column("captions").combine_chunks().flatten().flatten()  # video -> caption -> id
+    return ShardSummary(
+        video_ids=table.column("video_id").to_pylist(),
+        durations=table.column("duration").to_numpy(),
+        token_ids=np.unique(ids.to_numpy(zero_copy_only=False)).astype(np.int32),
+        nbytes=storage.size(path),
+    )
 
 
-def list_shards(root: str | Path) -> list[Path]:
+def list_shards(root: StorePath) -> list[StorePath]:
     """Completed shards of a store (temporary files are never listed)."""
-    folder = Path(root) / SHARD_DIR
-    return sorted(folder.glob("shard-*.parquet")) if folder.is_dir() else []
+    return storage.list_files(storage.join(root, SHARD_DIR), "shard-*.parquet")
 
 
 # ---- vocabulary table ----------------------------------------------------------------------------------------
@@ -291,9 +180,7 @@ class WordTable:
         return self.vectors_UW[rows]
 
 
-def write_words(
-    root: str | Path, token_ids: np.ndarray, words: Sequence[str], vectors_UW: np.ndarray
-) -> None:
+def write_words(root: StorePath, token_ids: np.ndarray, words: Sequence[str], vectors_UW: np.ndarray) -> None:
     order = np.argsort(np.asarray(token_ids, np.int64), kind="stable")
     token_ids = np.asarray(token_ids, np.int32)[order]
     vectors = np.asarray(vectors_UW, np.float32)[order]
@@ -306,19 +193,18 @@ def write_words(
             ),
         }
     )
-    path = Path(root) / WORDS
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with storage.atomic_write(storage.join(root, WORDS)) as file:
+        pq.write_table(table, file)
 
 
-def read_words(root: str | Path) -> WordTable:
-    path = Path(root) / WORDS
-    if not path.exists():
+def read_words(root: StorePath) -> WordTable:
+    path = storage.join(root, WORDS)
+    if not storage.is_file(path):
         raise MCNError(
             f"{root} has no {WORDS}; the store is unfinished: rerun the extraction command to complete it"
         )
-    table = pq.read_table(path)
+    with storage.open_input(path) as file:
+        table = pq.read_table(file)
     vectors = table.column("vector").combine_chunks()
     dim = vectors.type.list_size
     flat = vectors.flatten().to_numpy(zero_copy_only=False)
@@ -332,40 +218,51 @@ def read_words(root: str | Path) -> WordTable:
 # ---- manifest and reader -------------------------------------------------------------------------------------
 
 
-def write_manifest(root: str | Path, manifest: dict) -> None:
-    """Write the dataset manifest (the last file a finished job writes)."""
+def write_manifest(root: StorePath, manifest: dict) -> None:
+    """Write the dataset manifest (the last file a finished job writes); ``manifest`` may set format_version."""
     write_json_atomic(
-        Path(root) / MANIFEST, {"format_version": STORE_FORMAT_VERSION, "features": FEATURE_SPECS, **manifest}
+        storage.join(root, MANIFEST),
+        {"format_version": STORE_FORMAT_VERSION, "features": FEATURE_SPECS, **manifest},
     )
 
 
-def read_failures(root: str | Path) -> list[dict]:
-    path = Path(root) / FAILURES
-    return pq.read_table(path).to_pylist() if path.exists() else []
+def read_manifest(root: StorePath) -> dict | None:
+    """The manifest of a finished store; None if the store has none (unfinished or not a store)."""
+    path = storage.join(root, MANIFEST)
+    return json.loads(storage.read_bytes(path)) if storage.is_file(path) else None
+
+
+def read_failures(root: StorePath) -> list[dict]:
+    path = storage.join(root, FAILURES)
+    if not storage.is_file(path):
+        return []
+    with storage.open_input(path) as file:
+        return pq.read_table(file).to_pylist()
 
 
 class StoreReader:
     """Read-only view of a finished store: ``reader.read(video_id)`` loads one video's row group only."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        manifest_path = self.root / MANIFEST
-        if not self.root.is_dir():
+    def __init__(self, root: StorePath):
+        self.root = storage.join(root)
+        manifest = read_manifest(self.root)
+        if manifest is None and not storage.exists(self.root):
             raise MCNError(f"store {self.root} does not exist")
-        if not manifest_path.exists():
+        if manifest is None:
             raise MCNError(
                 f"{self.root} has no {MANIFEST}: it is not a finished store (rerun `mcn extract` to finish it)"
             )
-        self.manifest = json.loads(manifest_path.read_text())
+        self.manifest = manifest
         version = self.manifest.get("format_version")
-        if version != STORE_FORMAT_VERSION:
+        if version not in FORMAT_VERSIONS:
             raise MCNError(
-                f"{self.root} has store format {version}; this mcn reads format {STORE_FORMAT_VERSION}"
+                f"{self.root} has store format {version}; this mcn reads formats "
+                f"{', '.join(map(str, FORMAT_VERSIONS))} (upgrade mcn to read it)"
             )
-        self._location: dict[str, tuple[Path, int]] = {}
+        self._location: dict[str, tuple[StorePath, int]] = {}
         for shard in self.manifest["shards"]:
             for row_group, video_id in enumerate(shard["video_ids"]):
-                self._location[video_id] = (self.root / SHARD_DIR / shard["name"], row_group)
+                self._location[video_id] = (storage.join(self.root, SHARD_DIR, shard["name"]), row_group)
         self._words: WordTable | None = None
 
     def __len__(self) -> int:
@@ -375,12 +272,16 @@ class StoreReader:
         return video_id in self._location
 
     @property
+    def format_version(self) -> int:
+        return int(self.manifest["format_version"])
+
+    @property
     def video_ids(self) -> list[str]:
         return list(self._location)
 
     @property
-    def shard_paths(self) -> list[Path]:
-        return [self.root / SHARD_DIR / shard["name"] for shard in self.manifest["shards"]]
+    def shard_paths(self) -> list[StorePath]:
+        return [storage.join(self.root, SHARD_DIR, shard["name"]) for shard in self.manifest["shards"]]
 
     def read(self, video_id: str, fields: Sequence[str] | None = None) -> VideoRecord:
         if video_id not in self._location:
@@ -400,3 +301,64 @@ class StoreReader:
 
     def failures(self) -> list[dict]:
         return read_failures(self.root)
+
+
+# ---- migration -----------------------------------------------------------------------------------------------
+
+
+def migrate_store(old: StorePath, new: StorePath) -> dict:
+    """Convert a finished format-1 store into a format-2 store at ``new``; returns counts of what was done.
+
+    Shard by shard, each under its own name and written atomically, so a rerun after a crash converts only
+    the shards that are missing (every video is converted exactly once); the other files are copied, and the
+    manifest is written last, so ``new`` is a finished store only when everything is there.
+    """
+    reader = StoreReader(old)
+    if reader.format_version != 1:
+        raise MCNError(f"{old} is already store format {reader.format_version}: there is nothing to migrate")
+    if str(storage.join(old)) == str(storage.join(new)):
+        raise MCNError("migrate writes a new store: give a NEW folder other than OLD")
+    done = read_manifest(new)
+    if done is not None and "migrated_from" not in done:
+        raise MCNError(f"{new} is already a store of its own: give an empty or new folder")
+    storage.remove_temporaries(storage.join(new, SHARD_DIR))
+    shards, num_converted = [], 0
+    for entry in reader.manifest["shards"]:
+        source = storage.join(reader.root, SHARD_DIR, entry["name"])
+        target = storage.join(new, SHARD_DIR, entry["name"])
+        if storage.is_file(target):  # converted by an earlier run: shards are only ever published whole
+            if shard_format(target) != 2 or shard_video_ids(target) != entry["video_ids"]:
+                raise MCNError(f"{target} is not the migration of {source}: give an empty or new folder")
+        else:
+            write_shard(target, iter_shard(source), _user_metadata(source), format_version=2)
+            num_converted += 1
+        shards.append({**entry, "bytes": storage.size(target)})
+    copied = 0
+    for path in storage.list_files(reader.root, recursive=True):
+        relative = str(path)[len(str(reader.root)) :].strip("/")
+        if relative.split("/")[0] in (SHARD_DIR, MANIFEST) or storage.name(path).startswith("."):
+            continue
+        storage.copy(path, storage.join(new, *relative.split("/")))
+        copied += 1
+    counts = {**reader.manifest.get("counts", {}), "bytes": sum(s["bytes"] for s in shards)}
+    manifest = {
+        **reader.manifest,
+        "format_version": 2,
+        "counts": counts,
+        "shards": shards,
+        "migrated_from": {"store": str(reader.root), "format_version": reader.format_version},
+    }
+    write_manifest(new, manifest)
+    return {
+        "shards_converted": num_converted,
+        "shards_kept": len(shards) - num_converted,
+        "files_copied": copied,
+    }
+
+
+def _user_metadata(path: StorePath) -> dict:
+    """A shard's own key-value metadata (video ids, extraction identity), decoded."""
+    with shard_reader.open_shard(path) as shard:
+        raw = shard.footer.metadata.metadata or {}
+    skip = {b"mcn_store_format", b"ARROW:schema"}
+    return {k.decode(): json.loads(v) for k, v in raw.items() if k not in skip}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
+
+from mcn import options
 
 DESCRIPTION = (
     "Extract 2D (ResNet-152), 3D (ResNeXt-101), log-mel and caption features from videos into a sharded store, "
@@ -19,122 +20,84 @@ examples:
   mcn extract videos/ --out store/ --weights-2d resnet152-f82ba261.pth --weights-3d resnext-101-kinetics.pth \\
       --word-vectors GoogleNews-vectors-negative300.bin
   mcn extract manifest.csv --out store/ --preset tiny_cpu --word-vectors vectors.txt --asr
+  mcn extract videos/ --out store/ --set stages.decode_lookahead=3 --set extract.decode.timeout_s=600
   mcn extract videos/ --out store/ --retry-failed          # try the failures table's videos again
   ray job submit --address http://HEAD:8265 -- mcn extract /data/videos --out /data/store ...
 """
 
 
+BINDINGS = {
+    options.OUT.described("store folder (created; an existing store is resumed)"): "out",
+    options.MODEL_2D: "extract.models.model_2d",
+    options.MODEL_3D: "extract.models.model_3d",
+    options.WEIGHTS_2D: "extract.models.weights_2d",
+    options.WEIGHTS_3D: "extract.models.weights_3d",
+    options.DOWNLOAD_WEIGHTS_2D: "extract.models.download_2d",
+    options.WORD_VECTORS: "extract.text.word_vectors",
+    options.DEVICE: "extract.runtime.device",
+    options.BATCH_2D: "extract.runtime.batch_2d",
+    options.BATCH_3D: "extract.runtime.batch_3d",
+    options.DECODE_BACKEND: "extract.decode.backend",
+    options.ADDRESS: "ray.address",
+    options.NUM_CPUS: "ray.num_cpus",
+    options.NUM_GPUS: "ray.num_gpus",
+    options.Flag(
+        "--decode-tasks", "videos decoding at once (default: one per CPU)", "N"
+    ): "stages.decode_tasks",
+    options.Flag("--actors-2d", "2D model actors (default: one per GPU, or 1)", "N"): "stages.actors_2d",
+    options.Flag("--actors-3d", "3D model actors (default: one per GPU, or 1)", "N"): "stages.actors_3d",
+    options.Flag(
+        "--windows-in-flight", "frame windows queued at the models (memory bound)", "N"
+    ): "stages.windows_in_flight",
+    options.Flag("--max-videos-per-shard", "close a shard after this many videos", "N"): "shards.max_videos",
+    options.Flag("--max-shard-mb", "close a shard before it passes this many MB", "MB"): (
+        "shards.max_bytes",
+        options.megabytes,
+    ),
+    options.Flag("--retry-failed", "extract the failures table's videos again", switch=True): "retry_failed",
+    options.Flag("--asr", "transcribe videos that have no sidecar captions", switch=True): "asr.enabled",
+    options.Flag(
+        "--asr-backend",
+        "faster-whisper (default) or transformers",
+        choices=("faster-whisper", "transformers"),
+    ): "asr.backend",
+    options.Flag(
+        "--asr-model", "local model folder (default: Whisper base assembled from the pip parts)", "DIR"
+    ): "asr.model_path",
+    options.NO_PROGRESS: "progress",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mcn.pipeline.config import PRESETS
+
     parser.add_argument("input", help="folder of videos (+ sidecar captions) or a CSV/Parquet manifest")
-    parser.add_argument("--out", required=True, help="store folder (created; an existing one is resumed)")
-    parser.add_argument(
-        "--preset",
-        choices=["default", "tiny_cpu"],
-        default="default",
-        help="starting config: full models (default) or tiny twins on 2 CPUs (tiny_cpu)",
-    )
-    models = parser.add_argument_group("models and vocabulary")
-    models.add_argument("--model-2d", help="registered 2D model name (e.g. resnet152, resnet152-tiny)")
-    models.add_argument("--model-3d", help="registered 3D model name (e.g. resnext101, resnext101-tiny)")
-    models.add_argument("--weights-2d", help="torchvision ResNet-152 weights (.pth); unset = random init")
-    models.add_argument(
-        "--download-weights-2d",
-        action="store_true",
-        help="let torchvision download its ImageNet ResNet-152 weights (needs a network)",
-    )
-    models.add_argument("--weights-3d", help="resnext-101-kinetics.pth; unset = random init")
-    models.add_argument("--word-vectors", help="word2vec .bin or text vectors for caption token ids")
-    models.add_argument("--device", help="auto (GPU when present), cpu or cuda[:N]")
-    models.add_argument("--batch-2d", type=int, help="frames per 2D forward pass")
-    models.add_argument("--batch-3d", type=int, help="16-frame clips per 3D forward pass")
-    models.add_argument(
-        "--decode-backend",
-        choices=["decord", "ffmpeg"],
-        help="frame decoder: decord (default) or one ffmpeg process with the reference's fps/scale/crop filters",
-    )
-    ray_group = parser.add_argument_group("Ray")
-    ray_group.add_argument(
-        "--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)"
-    )
-    ray_group.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: every core)")
-    ray_group.add_argument("--num-gpus", type=int, help="GPUs of the local Ray (default: detected)")
-    ray_group.add_argument("--decode-tasks", type=int, help="videos decoding at once (default: one per CPU)")
-    ray_group.add_argument("--actors-2d", type=int, help="2D model actors (default: one per GPU, or 1)")
-    ray_group.add_argument("--actors-3d", type=int, help="3D model actors (default: one per GPU, or 1)")
-    ray_group.add_argument(
-        "--windows-in-flight", type=int, help="frame windows queued at the models (memory bound)"
-    )
-    shards = parser.add_argument_group("store")
-    shards.add_argument("--max-videos-per-shard", type=int, help="close a shard after this many videos")
-    shards.add_argument("--max-shard-mb", type=int, help="close a shard before it passes this many MB")
-    shards.add_argument(
-        "--retry-failed", action="store_true", help="extract the failures table's videos again"
-    )
-    asr = parser.add_argument_group("speech recognition (videos without caption files)")
-    asr.add_argument("--asr", action="store_true", help="transcribe videos that have no sidecar captions")
-    asr.add_argument(
-        "--asr-backend", choices=["faster-whisper", "transformers"], help="default: faster-whisper"
-    )
-    asr.add_argument(
-        "--asr-model", help="local model folder (default: Whisper base assembled from the pip parts)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs and CI)")
-
-
-def _replace(obj: object, **changes: object) -> object:
-    return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
+    options.add_preset_and_set(parser, PRESETS, "default")
+    options.add_flags(parser, BINDINGS, required=(options.OUT,))
 
 
 def build_config(args: argparse.Namespace):  # -> PipelineConfig
     from mcn.pipeline.config import PRESETS
 
-    config = PRESETS[args.preset](args.input, args.out)
-    extract = config.extract
-    extract = _replace(
-        extract,
-        models=_replace(
-            extract.models,
-            model_2d=args.model_2d,
-            model_3d=args.model_3d,
-            weights_2d=args.weights_2d,
-            weights_3d=args.weights_3d,
-            download_2d=args.download_weights_2d or None,
-        ),
-        runtime=_replace(extract.runtime, device=args.device, batch_2d=args.batch_2d, batch_3d=args.batch_3d),
-        text=_replace(extract.text, word_vectors=args.word_vectors),
-        decode=_replace(extract.decode, backend=args.decode_backend),
-    )
-    max_bytes = None if args.max_shard_mb is None else args.max_shard_mb << 20
-    return _replace(
-        config,
-        extract=extract,
-        ray=_replace(config.ray, address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus),
-        stages=_replace(
-            config.stages,
-            decode_tasks=args.decode_tasks,
-            actors_2d=args.actors_2d,
-            actors_3d=args.actors_3d,
-            windows_in_flight=args.windows_in_flight,
-        ),
-        shards=_replace(config.shards, max_videos=args.max_videos_per_shard, max_bytes=max_bytes),
-        asr=_replace(
-            config.asr, enabled=args.asr or None, backend=args.asr_backend, model_path=args.asr_model
-        ),
-        retry_failed=args.retry_failed,
-        progress=not args.no_progress,
-    )
+    return options.build_config(PRESETS, args, BINDINGS, fixed={"input": args.input})
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcn.pipeline.job import run_extraction
+    from mcn.pipeline.job import mean_items_per_call, run_extraction
 
-    summary = run_extraction(build_config(args))
+    config = build_config(args)
+    summary = run_extraction(config)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary["stage_seconds"].items())
+    calls = ", ".join(
+        f"{kind} {mean_items_per_call(counts)} {'frames' if kind == '2d' else 'clips'} in {counts['calls']} calls"
+        for kind, counts in summary["model_calls"].items()
+    )
     reasons = ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()) or "none"
     print(
         f"extracted {summary['extracted']} videos ({summary['video_seconds'] / 3600:.3f} h) in {summary['wall_seconds']:.1f} s: "
         f"{summary['video_seconds_per_wall_second']:.2f} video-s per wall-s; skipped {summary['skipped_already_done']} "
-        f"already done; failed {summary['failed']} ({reasons})\nstage time: {stages}\nstore: {args.out}",
+        f"already done; failed {summary['failed']} ({reasons})\nstage time: {stages}\n"
+        f"items per model call (mean/batch): {calls}\nstore: {config.out}",
         file=sys.stderr,
     )
     print(json.dumps(summary))

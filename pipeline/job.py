@@ -2,14 +2,18 @@
 
 One driver loop owns every hand-over (see :mod:`.stages` for why): it keeps ``stages.decode_tasks`` videos
 decoding, pulls a frame window from a decode task only while fewer than ``stages.windows_in_flight`` windows are
-queued at the model actors, reassembles each video's features in order, and hands whole videos to the writer.
-A video whose worker or actor died is re-queued (a fresh attempt, all of its partial results dropped) up to
-``stages.max_attempts`` times; a video whose decoding or captions fail is recorded in the failures table at once.
+between decoding and the models, fills each model call with pieces of windows of any videos up to the batch
+size (:class:`mcn.extract.batching.BatchFiller`; a partial batch after ``stages.batch_wait_s``), puts each
+video's features back together (:class:`mcn.extract.stream.VideoAssembly`) and hands whole videos to the
+writer. A video whose worker died, or whose pieces a failed model call held, is re-queued (a fresh attempt, all
+of its partial results dropped) up to ``stages.max_attempts`` times; other videos are not touched. A video whose
+decoding or captions fail is recorded in the failures table at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections import Counter, deque
@@ -23,10 +27,15 @@ from tqdm import tqdm
 
 from mcn import store
 from mcn.configs import save_config
+from mcn.extract.batching import MODEL_KINDS, BatchFiller, Piece
+from mcn.extract.constants import FEATURE_DIM
+from mcn.extract.stream import VideoAssembly
 from mcn.pipeline import stages
 from mcn.pipeline.config import PipelineConfig
 from mcn.pipeline.inputs import VideoItem, read_inputs
 from mcn.pipeline.writer import CONFIG, StoreWriter, extraction_identity, manifest_header
+
+logger = logging.getLogger(__name__)
 
 
 def start_ray(config: PipelineConfig) -> bool:
@@ -53,12 +62,30 @@ class _Video:
     item: VideoItem
     attempt: int
     generator: Any
-    header: dict | None = None
-    expected: deque = field(default_factory=deque)  # payload kinds the generator sends next
-    feats: dict = field(default_factory=lambda: {"2d": {}, "3d": {}})  # window index -> (T, 2048)
-    num_windows: int = 0
+    assembly: VideoAssembly = field(default_factory=VideoAssembly)
+    expected: deque = field(
+        default_factory=deque
+    )  # what the generator sends next: "asr" or (kind, window, rows, group)
+    open_windows: dict = field(
+        default_factory=dict
+    )  # window -> its share of the in-flight budget, until done
     decode_done: bool = False
-    captions: list | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.item.video_id, self.attempt
+
+
+@dataclass
+class _Call:
+    """A model or ASR call in flight: the batch's pieces (keys (video id, attempt, window)), or one video."""
+
+    kind: str
+    pieces: list[Piece] = field(default_factory=list)
+    video: tuple[str, int] | None = None
+
+    def videos(self) -> set[tuple[str, int]]:
+        return {self.video} if self.video is not None else {piece.key[:2] for piece in self.pieces}
 
 
 def _is_worker_death(error: Exception) -> bool:
@@ -66,7 +93,18 @@ def _is_worker_death(error: Exception) -> bool:
     return not isinstance(error, ray.exceptions.RayTaskError)
 
 
+def no_model_calls(config: PipelineConfig) -> dict:
+    """``summary.json``'s ``model_calls`` before any call: forward passes and rows (2D frames, 3D clips)."""
+    runtime = config.extract.runtime
+    return {
+        kind: {"calls": 0, "items": 0, "batch": batch}
+        for kind, batch in (("2d", runtime.batch_2d), ("3d", runtime.batch_3d))
+    }
+
+
 class _Driver:
+    """The loop that owns every hand-over of the job (see the module docstring)."""
+
     def __init__(self, config: PipelineConfig, writer: StoreWriter, tokenizer: Any, progress: tqdm):
         self.config = config
         self.writer = writer
@@ -77,7 +115,11 @@ class _Driver:
         st = config.stages
         self.decode_slots = st.decode_tasks or max(1, num_cpus)
         gpus = st.gpus_per_model_actor if num_gpus else 0
-        model_options = {"num_cpus": st.cpus_per_model_actor, "num_gpus": gpus}
+        model_options = {
+            "num_cpus": st.cpus_per_model_actor,
+            "num_gpus": gpus,
+            "max_task_retries": st.model_call_retries,
+        }
         self.pools = {
             kind: stages.ActorPool(
                 [
@@ -96,9 +138,15 @@ class _Driver:
             )
         warm_ups = [stages.warm_up_decoder.remote(st.torch_threads) for _ in range(self.decode_slots)]
         ray.get([actor.ready.remote() for pool in self.pools.values() for actor in pool.actors] + warm_ups)
+        self.model_calls = no_model_calls(config)
+        self.fillers = {kind: BatchFiller(counts["batch"]) for kind, counts in self.model_calls.items()}
+        decode = config.extract.decode
+        self.window_frames = {
+            "2d": decode.window_seconds * decode.rate_2d,
+            "3d": decode.window_seconds * decode.rate_3d,
+        }
         self.active: dict[str, _Video] = {}
-        # ref -> (video id, attempt, kind, window index)
-        self.pending: dict[ray.ObjectRef, tuple[str, int, str, int]] = {}
+        self.calls: dict[ray.ObjectRef, _Call] = {}
         self.stage_seconds: Counter = Counter()  # wall seconds inside each stage's work
         self.stage_cpu_seconds: Counter = Counter()  # CPU seconds of the same
         self.failures_by_reason: Counter = Counter()
@@ -110,29 +158,40 @@ class _Driver:
         self.started, driver_cpu = time.perf_counter(), stages.cpu_seconds()
         queue = deque((item, 0) for item in todo)
         while queue or self.active:
-            while queue and len(self.active) < self.decode_slots:
+            # A video frees its decode slot once decoded (and transcribed: waveforms waiting for ASR stay
+            # bounded), while its last rows may still wait for a batch.
+            decoding = sum(
+                not (v.decode_done and v.assembly.captions is not None) for v in self.active.values()
+            )
+            for _ in range(min(len(queue), self.decode_slots - decoding)):
                 item, attempt = queue.popleft()
                 generator = stages.decode_video.options(
                     _generator_backpressure_num_objects=2 * self.config.stages.decode_lookahead + 1
                 ).remote(item, self.config.extract, self.config.asr.enabled, self.config.stages.torch_threads)
                 self.active[item.video_id] = _Video(item, attempt, generator)
-            num_windows_in_flight = sum(kind in ("2d", "3d") for _, _, kind, _ in self.pending.values()) / 2
+            windows_in_flight = sum(sum(v.open_windows.values()) for v in self.active.values())
             readable = [
                 v.generator
                 for v in self.active.values()
                 if not v.decode_done
                 and (
-                    v.header is None
+                    v.assembly.header is None
                     or v.expected
-                    or num_windows_in_flight < self.config.stages.windows_in_flight
+                    or windows_in_flight < self.config.stages.windows_in_flight
                 )
             ]
-            waitables = [*self.pending, *readable]
+            probes = {ref: pool for pool in self.pools.values() for ref in pool.probes}
+            self._submit_batches(more_can_come=bool(readable or self.calls or probes))
+            waitables = [*self.calls, *probes, *readable]
             assert waitables, "videos in flight but nothing to wait for"
-            ready, _ = ray.wait(waitables, num_returns=1, timeout=5.0)
+            ready, _ = ray.wait(waitables, num_returns=1, timeout=self._wait_s())
             start, writer_before = time.perf_counter(), self.stage_seconds["writer"]
             for obj in ready:
-                if isinstance(obj, ray.ObjectRef):
+                if obj in probes:
+                    with contextlib.suppress(ray.exceptions.RayError):  # a dead actor: its calls will say so
+                        ray.get(obj)
+                    probes[obj].probe_done(obj)
+                elif isinstance(obj, ray.ObjectRef):
                     self._on_result(obj, queue)
                 else:
                     video = next(v for v in self.active.values() if v.generator is obj)
@@ -142,11 +201,41 @@ class _Driver:
         # The driver process as a whole (its loop, (de)serialisation, the writer thread).
         self.stage_cpu_seconds["driver_process"] = stages.cpu_seconds() - driver_cpu
 
+    # ---- batches --------------------------------------------------------------------------------------------
+    def _submit_batches(self, more_can_come: bool) -> None:
+        """Send every full batch; a partial one only to an idle actor, once its oldest rows have waited
+        ``batch_wait_s`` or when nothing more can arrive (no decode task to read, no call in flight)."""
+        now = time.monotonic()
+        for kind, filler in self.fillers.items():
+            while self.pools[kind].available and (pieces := filler.full_batch()) is not None:
+                self._submit_batch(kind, pieces)
+            while (
+                filler.num_waiting
+                and self.pools[kind].has_idle
+                and (not more_can_come or now - filler.oldest() >= self.config.stages.batch_wait_s)
+            ):
+                self._submit_batch(kind, filler.partial_batch())
+
+    def _submit_batch(self, kind: str, pieces: list[Piece]) -> None:
+        bounds = [(piece.start, piece.stop) for piece in pieces]
+        ref = self.pools[kind].submit(bounds, *[piece.payload for piece in pieces])
+        self.calls[ref] = _Call(kind, pieces)
+
+    def _wait_s(self) -> float:
+        """How long the loop may block: until the next partial batch is due at an idle actor, at most 5 s."""
+        due = [
+            filler.oldest() + self.config.stages.batch_wait_s
+            for kind, filler in self.fillers.items()
+            if filler.num_waiting and self.pools[kind].has_idle
+        ]
+        return min(5.0, max(0.0, min(due) - time.monotonic())) if due else 5.0
+
+    # ---- hand-overs -----------------------------------------------------------------------------------------
     def _on_stream(self, video: _Video, queue: deque) -> None:
         try:
             ref = next(video.generator)
             if video.expected:
-                self._submit(video, video.expected.popleft(), ref)
+                self._on_payload(video, video.expected.popleft(), ref)
                 return
             tag = ray.get(ref)
         except StopIteration:
@@ -162,51 +251,90 @@ class _Driver:
             self._on_error(video, "decode", error, queue)
             return
         if tag["tag"] == stages.TAG_HEADER:
-            video.header = tag
-            video.captions = None if tag["needs_asr"] else tag["captions"]
-            if tag["needs_asr"]:
+            video.assembly.add_header(tag["header"])
+            if tag["header"].needs_asr:
                 video.expected.append("asr")
         elif tag["tag"] == stages.TAG_WINDOW:
-            video.expected.extend([("2d", video.num_windows), ("3d", video.num_windows)])
-            video.num_windows += 1
+            window = video.assembly.add_window()
+            assert window == tag["index"], (window, tag["index"])
+            video.open_windows[window] = max(tag["frames"][k] / self.window_frames[k] for k in MODEL_KINDS)
+            video.expected.extend(
+                (kind, window, tag["rows"][kind], tag["group"][kind]) for kind in MODEL_KINDS
+            )
         else:
             self.stage_seconds["decode"] += tag["busy_s"]
             self.stage_cpu_seconds["decode"] += tag["cpu_s"]
             if tag["tag"] == stages.TAG_END:
-                video.decode_done = True
+                video.decode_done = video.assembly.stream_done = True
                 self._maybe_finish(video)
             else:
                 self._fail(video, tag["stage"], tag["reason"], tag["detail"])
 
-    def _submit(self, video: _Video, what: Any, payload_ref: ray.ObjectRef) -> None:
-        kind, window = (what, -1) if what == "asr" else what
-        ref = self.pools[kind].submit(payload_ref)
-        self.pending[ref] = (video.item.video_id, video.attempt, kind, window)
+    def _on_payload(self, video: _Video, what: Any, ref: ray.ObjectRef) -> None:
+        """A payload object of the decode task: the waveform goes to ASR, frames wait in a batch filler."""
+        if what == "asr":
+            self.calls[self.pools["asr"].submit(ref)] = _Call("asr", video=video.key)
+            return
+        kind, window, rows, group = what
+        if rows:
+            self.fillers[kind].add((*video.key, window), ref, rows, group)
+            return
+        video.assembly.set_features(kind, window, np.zeros((0, FEATURE_DIM), np.float16))
+        self._on_window_part(video, window)
 
     def _on_result(self, ref: ray.ObjectRef, queue: deque) -> None:
-        video_id, attempt, kind, window = self.pending.pop(ref)
-        self.pools[kind].done(ref)
-        video = self.active.get(video_id)
-        if video is None or video.attempt != attempt:
-            return  # a result of an abandoned attempt
+        call = self.calls.pop(ref)
+        stage = f"model_{call.kind}" if call.kind != "asr" else "asr"
         try:
-            output, timer = ray.get(ref)
+            output = ray.get(ref)
         except ray.exceptions.RayError as error:
-            self._on_error(video, f"model_{kind}" if kind != "asr" else "asr", error, queue)
+            self.pools[call.kind].done(ref, actor_died=_is_worker_death(error))
+            held = [self.active[vid] for vid, attempt in call.videos() if self._is_live(vid, attempt)]
+            if held:
+                logger.warning(
+                    "a %s call failed (%s); it held pieces of %d videos: %s",
+                    stage,
+                    type(error).__name__,
+                    len(held),
+                    sorted(video.item.video_id for video in held),
+                )
+            for video in held:
+                self._on_error(video, stage, error, queue)
             return
-        stage = f"model_{kind}" if kind != "asr" else "asr"
+        self.pools[call.kind].done(ref)
+        timer = output[1]
         self.stage_seconds[stage] += timer.wall_s
         self.stage_cpu_seconds[stage] += timer.cpu_s
-        if kind == "asr":
-            video.captions = output
-        else:
-            video.feats[kind][window] = output
-        self._maybe_finish(video)
+        if call.kind == "asr":
+            if self._is_live(*call.video):
+                video = self.active[call.video[0]]
+                video.assembly.set_captions(output[0])
+                self._maybe_finish(video)
+            return
+        feats, _, num_calls, num_items = output
+        self.model_calls[call.kind]["calls"] += num_calls
+        self.model_calls[call.kind]["items"] += num_items
+        for (video_id, _, window), feats_ND in self.fillers[call.kind].deliver(call.pieces, feats):
+            video = self.active[video_id]  # a dropped (abandoned) attempt's pieces are not delivered
+            video.assembly.set_features(call.kind, window, feats_ND)
+            self._on_window_part(video, window)
+
+    def _is_live(self, video_id: str, attempt: int) -> bool:
+        video = self.active.get(video_id)
+        return video is not None and video.attempt == attempt
+
+    def _on_window_part(self, video: _Video, window: int) -> None:
+        if video.assembly.window_done(window):
+            del video.open_windows[window]
+            self._maybe_finish(video)
 
     # ---- outcomes -------------------------------------------------------------------------------------------
     def _abandon(self, video: _Video) -> None:
-        """Forget an attempt; its decode task is cancelled so it does not hold a CPU slot blocked on backpressure."""
+        """Forget an attempt: its rows still waiting for a batch are dropped (results of calls in flight are
+        ignored when they come back) and its decode task is cancelled so it does not hold a CPU slot."""
         del self.active[video.item.video_id]
+        for filler in self.fillers.values():
+            filler.drop(lambda key, attempt=video.key: key[:2] == attempt)
         if not video.decode_done:
             with contextlib.suppress(ray.exceptions.RayError, ValueError):
                 ray.cancel(video.generator)
@@ -214,6 +342,14 @@ class _Driver:
     def _on_error(self, video: _Video, stage: str, error: Exception, queue: deque) -> None:
         self._abandon(video)
         if _is_worker_death(error) and video.attempt + 1 < self.config.stages.max_attempts:
+            logger.warning(
+                "re-queuing video %s (attempt %d of %d): %s in %s",
+                video.item.video_id,
+                video.attempt + 2,
+                self.config.stages.max_attempts,
+                type(error).__name__,
+                stage,
+            )
             queue.appendleft((video.item, video.attempt + 1))
             return
         reason = "worker_died" if _is_worker_death(error) else "error"
@@ -241,8 +377,7 @@ class _Driver:
         self._postfix()
 
     def _maybe_finish(self, video: _Video) -> None:
-        complete = all(len(video.feats[k]) == video.num_windows for k in ("2d", "3d"))
-        if not (video.decode_done and complete and video.captions is not None):
+        if not video.assembly.complete:
             return
         start = time.perf_counter()
         del self.active[video.item.video_id]
@@ -255,18 +390,11 @@ class _Driver:
         self._postfix()
 
     def _record(self, video: _Video) -> store.VideoRecord:
-        header, info = video.header, video.header["info"]
-        captions = video.captions
-        if self.tokenizer is not None:
-            token_ids = self.tokenizer([captions]).only()
-        else:
+        features = video.assembly.features(self.tokenizer)
+        info, captions = features.info, features.captions
+        token_ids = features.caption_token_ids
+        if token_ids is None:
             token_ids = [np.zeros(0, np.int32) for _ in captions]
-
-        def stacked(kind: str) -> np.ndarray:
-            return np.concatenate(
-                [video.feats[kind][i] for i in range(video.num_windows)] or [np.zeros((0, 2048), np.float16)]
-            )
-
         return store.VideoRecord(
             video_id=video.item.video_id,
             source_path=video.item.video_path,
@@ -275,15 +403,15 @@ class _Driver:
             width=info.display_size[0],
             height=info.display_size[1],
             has_audio=info.has_audio,
-            caption_source="asr" if header["needs_asr"] else header["caption_source"],
+            caption_source=features.caption_source,
             extra={
                 "video_codec": info.video_codec,
                 "audio_codec": info.audio_codec,
                 "container": info.container,
             },
-            feat_2d=stacked("2d"),
-            feat_3d=stacked("3d"),
-            logmel=header["logmel"],
+            feat_2d=features.feat_2d,
+            feat_3d=features.feat_3d,
+            logmel=features.logmel,
             caption_start=np.array([c[0] for c in captions], np.float32),
             caption_end=np.array([c[1] for c in captions], np.float32),
             caption_text=[c[2] for c in captions],
@@ -296,12 +424,20 @@ class _Driver:
             hours=f"{self.video_seconds / 3600:.3f}",
             failed=sum(self.failures_by_reason.values()),
             rate=f"{self.video_seconds / elapsed:.1f} video-s/s",
+            **{f"batch_{kind}": mean_items_per_call(counts) for kind, counts in self.model_calls.items()},
             refresh=False,
         )
 
 
+def mean_items_per_call(counts: dict) -> str:
+    """``"12.3/16"``: mean rows per forward pass, out of the batch size."""
+    mean = counts["items"] / counts["calls"] if counts["calls"] else 0.0
+    return f"{mean:.1f}/{counts['batch']}"
+
+
 def run_extraction(config: PipelineConfig) -> dict:
     """Extract every input video not yet in STORE into it; returns the summary (also STORE/summary.json)."""
+    config.check_paths()
     job_start = time.perf_counter()
     items, problems = read_inputs(config.input)
     writer = StoreWriter(config.out, extraction_identity(config), config.shards)
@@ -333,6 +469,7 @@ def run_extraction(config: PipelineConfig) -> dict:
         summary = {"inputs": num_inputs, "skipped_already_done": num_inputs - len(todo) - len(problems)}
         failures_by_reason = Counter(p.reason for p in problems)
         stage_seconds, stage_cpu_seconds, num_done, video_seconds, startup_s = {}, {}, 0, 0.0, 0.0
+        model_calls = no_model_calls(config)
         if todo:  # else everything is already in a shard or the failures: no Ray needed
             started_ray = start_ray(config)
             with tqdm(total=len(todo), unit="video", desc="extract", disable=not config.progress) as progress:
@@ -345,6 +482,7 @@ def run_extraction(config: PipelineConfig) -> dict:
             stage_seconds = {**driver.stage_seconds, "shard_write": writer.write_seconds}
             stage_cpu_seconds = dict(driver.stage_cpu_seconds)
             num_done, video_seconds = driver.num_done, driver.video_seconds
+            model_calls = driver.model_calls
         wall_s = time.perf_counter() - job_start
         summary.update(
             {
@@ -357,6 +495,7 @@ def run_extraction(config: PipelineConfig) -> dict:
                 "video_seconds_per_wall_second": round(video_seconds / wall_s, 3),
                 "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
                 "stage_cpu_seconds": {k: round(v, 3) for k, v in stage_cpu_seconds.items()},
+                "model_calls": model_calls,
             }
         )
         return _finish(config, writer, tokenizer, summary)

@@ -1,21 +1,22 @@
-"""The Ray stages of the extraction job: a decode generator task per video, model actor pools, an ASR actor.
+"""The Ray stages of the extraction job: they only schedule the per-video stream of :mod:`mcn.extract.stream`.
 
 Why Ray tasks/actors driven by one loop (:mod:`.job`) rather than a Ray Data chain: a video is cut into frame
-windows whose features must be put back together in order before the video can be written, every video must
-end up in exactly one place (a shard or the failures table) even when workers die, and frames in flight must be
-bounded. A driver that owns every hand-over makes all three explicit: it pulls a window from a decode task only
-when fewer than ``stages.windows_in_flight`` are queued at the models (backpressure), re-queues the videos of
-a dead worker, and writes whole videos.
+windows whose features must be put back together in order before the video can be written, the models' batches
+are filled with windows of several videos, every video must end up in exactly one place (a shard or the
+failures table) even when workers die, and frames in flight must be bounded. A driver that owns every hand-over
+makes all of that explicit.
 
-- :func:`decode_video` (CPU task, ``num_cpus=1``): probe, log-mel of the whole audio track, sidecar captions,
-  then a stream of frame windows (Ray streaming generator, at most ``decode_lookahead`` windows ahead).
-  Items alternate a small tag and its payload so the driver only fetches the tags.
-- :class:`ModelActor` (actor pool per model, loads its network once, ``num_gpus`` when GPUs exist).
+- :func:`decode_video` (CPU task, ``num_cpus=1``): runs :class:`~mcn.extract.stream.VideoStream` (probe,
+  captions, log-mel, frame windows) as a Ray streaming generator, at most ``decode_lookahead`` windows ahead.
+  Items alternate a small tag and its payloads so the driver only fetches the tags.
+- :class:`ModelActor` (actor pool per model, loads its network once, ``num_gpus`` when GPUs exist): one
+  forward pass over a batch that the driver filled with pieces of windows of several videos.
 - :class:`AsrActor` (loads the speech recogniser once).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import sys
@@ -26,17 +27,18 @@ from typing import Any
 import numpy as np
 import ray
 
-from mcn.extract import ExtractConfig
-from mcn.pipeline.config import AsrConfig
+from mcn.extract import ExtractConfig, load_model
+from mcn.extract.asr import AsrConfig
+from mcn.extract.batching import MODEL_KINDS, batch_group, num_rows
+from mcn.extract.stream import VideoHeader, VideoStream
 from mcn.pipeline.inputs import VideoItem
 
 # A decode task yields small tag dicts, each followed by ``num_payloads`` large objects the driver never fetches:
-# header {"info", "logmel", "captions", "caption_source", "needs_asr"}, then the waveform when ASR is needed;
-# window {"start_s"}, then frames_2d (T,H,W,3) uint8 and frames_3d (T,112,112,3) uint8; end; failed {"stage",
-# "reason", "detail"}. Every tag also carries the decode task's busy wall and CPU seconds so far.
+# header {"header": VideoHeader without its waveform}, then the waveform when ASR is needed;
+# window {"index", "frames": {kind: frame count}, "rows": {kind: batch rows}, "group": {kind: batch group}},
+# then frames_2d (T,H,W,3) uint8 and frames_3d (T,112,112,3) uint8; end; failed {"stage", "reason", "detail"}.
+# Every tag also carries the decode task's busy wall and CPU seconds so far.
 TAG_HEADER, TAG_WINDOW, TAG_END, TAG_FAILED = "header", "window", "end", "failed"
-CLIP_FRAMES = 16
-FEATURE_DIM = 2048
 
 
 def cpu_seconds() -> float:
@@ -83,57 +85,28 @@ def warm_up_decoder(torch_threads: int) -> bool:
 
 
 def decode_stream(item: VideoItem, config: ExtractConfig, asr_enabled: bool) -> Iterator[tuple[dict, list]]:
-    """(tag, payloads) pairs for one video; a DecodeError or broken caption file ends it with a failure tag."""
-    from mcn.extract import audio, decode, text
+    """(tag, payloads) pairs of one video's stream; a DecodeError or broken caption file ends it with a failure tag."""
+    from mcn.extract import decode, text
 
-    stage = "decode"
+    stream = VideoStream(item.video_path, item.caption_path, config.decode, transcribe=asr_enabled)
     try:
-        info = decode.probe(item.video_path, timeout_s=config.decode.timeout_s)
-        waveform = None
-        if info.has_audio:
-            stage = "audio"
-            waveform = decode.read_audio(
-                item.video_path, ffmpeg=config.decode.ffmpeg, timeout_s=config.decode.timeout_s
-            )
-        logmel = (
-            None if waveform is None else np.asarray(audio.log_mel(waveform), np.float32).astype(np.float16)
-        )
-        stage = "captions"
-        captions, source = [], "none"
-        if item.caption_path is not None:
-            captions, source = text.read_captions(item.caption_path), text.caption_format(item.caption_path)
-        needs_asr = asr_enabled and item.caption_path is None and waveform is not None
-        header = {
-            "tag": TAG_HEADER,
-            "info": info,
-            "logmel": logmel,
-            "captions": captions,
-            "caption_source": source,
-            "needs_asr": needs_asr,
-        }
-        yield header, [waveform] if needs_asr else []
-        del waveform
-        stage = "decode"
-        # 3D frames that do not fill a 16-frame clip carry over to the next window, so that (as in
-        # mcn.extract.extract_video) only the end of the video is padded.
-        carry_3d = None
-        for window in decode.iter_frame_windows(item.video_path, info, config.decode):
-            frames_3d = (
-                window.frames_3d_THWC
-                if carry_3d is None
-                else np.concatenate([carry_3d, window.frames_3d_THWC])
-            )
-            num_whole = len(frames_3d) - len(frames_3d) % CLIP_FRAMES
-            carry_3d = frames_3d[num_whole:]
-            yield (
-                {"tag": TAG_WINDOW, "start_s": window.start_s},
-                [window.frames_2d_THWC, frames_3d[:num_whole]],
-            )
-        if carry_3d is not None and len(carry_3d):
-            yield {"tag": TAG_WINDOW, "start_s": None}, [np.zeros((0, 1, 1, 3), np.uint8), carry_3d]
+        for part in stream:
+            if isinstance(part, VideoHeader):
+                header = dataclasses.replace(part, waveform_16k=None)  # the waveform goes as a payload
+                yield {"tag": TAG_HEADER, "header": header}, [part.waveform_16k] if part.needs_asr else []
+                continue
+            frames = {kind: part.frames(kind) for kind in MODEL_KINDS}
+            window = {
+                "tag": TAG_WINDOW,
+                "index": part.index,
+                "frames": {kind: len(f) for kind, f in frames.items()},
+                "rows": {kind: num_rows(kind, len(f)) for kind, f in frames.items()},
+                "group": {kind: batch_group(kind, f) for kind, f in frames.items()},
+            }
+            yield window, [frames[kind] for kind in MODEL_KINDS]
         yield {"tag": TAG_END}, []
     except decode.DecodeError as error:
-        yield {"tag": TAG_FAILED, "stage": stage, "reason": error.reason, "detail": error.detail}, []
+        yield {"tag": TAG_FAILED, "stage": stream.stage, "reason": error.reason, "detail": error.detail}, []
     except text.CaptionError as error:
         yield {"tag": TAG_FAILED, "stage": "captions", "reason": "bad_captions", "detail": str(error)}, []
 
@@ -160,46 +133,29 @@ def decode_video(
             yield payload
 
 
-def build_model_extractor(kind: str, config: ExtractConfig) -> Any:
-    """The 2D or 3D extractor of an extraction config (loads the network)."""
-    from mcn.extract.extractors import Clip3DExtractor, Frame2DExtractor
-
-    models, runtime = config.models, config.runtime
-    if kind == "2d":
-        return Frame2DExtractor(
-            models.model_2d,
-            models.weights_2d,
-            models.download_2d,
-            runtime.device,
-            runtime.batch_2d,
-            runtime.precision_2d,
-        )
-    return Clip3DExtractor(
-        models.model_3d, models.weights_3d, runtime.device, runtime.batch_3d, runtime.precision_3d
-    )
-
-
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class ModelActor:
-    """One network loaded once; ``run`` maps a frame window to ((T, 2048) float16 features, busy seconds).
+    """One network loaded once; ``run`` is one forward pass over a batch of window pieces.
 
     A killed actor comes back (``max_restarts=-1``) and Ray re-sends the calls it had in flight or that arrived
-    while it restarted (``max_task_retries=2``; a call is a pure function of its frames, so a retry cannot
-    duplicate anything). A call that still fails reaches the driver, which re-queues or fails the video.
+    while it restarted (``max_task_retries``, set per job by ``stages.model_call_retries``; a call is a pure
+    function of its frames, so a retry cannot duplicate anything). A call that still fails reaches the driver,
+    which re-queues (or fails) exactly the videos whose pieces the call held.
     """
 
     def __init__(self, kind: str, config: ExtractConfig, torch_threads: int):
-        self.kind = kind
-        self.extractor = build_model_extractor(kind, config)
+        self.extractor = load_model(kind, config)
         _limit_threads(torch_threads)
 
-    def run(self, frames_THWC: np.ndarray) -> tuple[np.ndarray, StageTimer]:
-        """(features, time spent); an empty window (a trailing 3D remainder's 2D half) gives (0, 2048)."""
+    def run(
+        self, bounds: list[tuple[int, int]], *frames_THWC: np.ndarray
+    ) -> tuple[list[np.ndarray], StageTimer, int, int]:
+        """Rows [start, stop) of each frames array (Ray resolves the object refs) -> (features per piece, time
+        spent, forward passes, rows through them)."""
+        calls, items = self.extractor.num_calls, self.extractor.num_items
         with StageTimer() as timer:
-            if len(frames_THWC) == 0:
-                return np.zeros((0, FEATURE_DIM), np.float16), timer
-            feats = self.extractor([frames_THWC]).only()
-        return feats, timer
+            feats = self.extractor.run_batch(frames_THWC, bounds)
+        return feats, timer, self.extractor.num_calls - calls, self.extractor.num_items - items
 
     def ready(self) -> bool:
         return True
@@ -212,18 +168,10 @@ class AsrActor:
     def __init__(self, config: AsrConfig, device: str, torch_threads: int):
         import torch  # noqa: F401 (so that _limit_threads configures it)
 
-        from mcn.pipeline.asr import build_asr
+        from mcn.extract.asr import load_asr
 
         _limit_threads(torch_threads)
-        self.asr = build_asr(
-            config.backend,
-            config.model_path,
-            device,
-            config.compute_type,
-            config.language,
-            config.beam_size,
-            torch_threads,
-        )
+        self.asr = load_asr(config, device, torch_threads)
 
     def run(self, waveform_16k: np.ndarray) -> tuple[list[tuple[float, float, str]], StageTimer]:
         with StageTimer() as timer:
@@ -235,21 +183,45 @@ class AsrActor:
 
 
 class ActorPool:
-    """Actors of one stage; each call goes to the actor with the fewest calls in flight."""
+    """Actors of one stage; each call goes to the available actor with the fewest calls in flight.
+
+    An actor whose call died is restarting (``max_restarts=-1``): calls sent to it now would fail at once, so
+    it takes none until a probe (``ready``, retried by Ray until the actor is back) returns.
+    """
 
     def __init__(self, actors: list) -> None:
         self.actors = actors
         self.in_flight = [0] * len(actors)
         self.owner: dict[ray.ObjectRef, int] = {}
+        self.probes: dict[ray.ObjectRef, int] = {}  # probe -> index of an actor that is restarting
+
+    @property
+    def available(self) -> list[int]:
+        restarting = set(self.probes.values())
+        return [index for index in range(len(self.actors)) if index not in restarting]
+
+    @property
+    def has_idle(self) -> bool:
+        """Some available actor has no call in flight."""
+        return any(self.in_flight[index] == 0 for index in self.available)
 
     def submit(self, *args: Any) -> ray.ObjectRef:
-        index = min(range(len(self.actors)), key=self.in_flight.__getitem__)
+        """Call ``run`` on the least busy available actor (any actor, when all are restarting: Ray holds or
+        retries the call as the actor's ``max_task_retries`` says)."""
+        index = min(self.available or range(len(self.actors)), key=self.in_flight.__getitem__)
         ref = self.actors[index].run.remote(*args)
         self.in_flight[index] += 1
         self.owner[ref] = index
         return ref
 
-    def done(self, ref: ray.ObjectRef) -> None:
+    def done(self, ref: ray.ObjectRef, actor_died: bool = False) -> None:
+        """A call came back; when its actor died, hold further calls until the actor answers a probe."""
         index = self.owner.pop(ref, None)
-        if index is not None:
-            self.in_flight[index] -= 1
+        if index is None:
+            return
+        self.in_flight[index] -= 1
+        if actor_died and index not in self.probes.values():
+            self.probes[self.actors[index].ready.options(max_task_retries=-1).remote()] = index
+
+    def probe_done(self, ref: ray.ObjectRef) -> None:
+        self.probes.pop(ref)

@@ -14,13 +14,14 @@ from mcn import store
 from mcn.errors import MCNError
 from mcn.pipeline.writer import EXTRACTION, latest_failures
 
-DESCRIPTION = "Inspect (info), check (verify) and export (export) a feature store."
+DESCRIPTION = "Inspect (info), check (verify), export (export) and convert (migrate) a feature store."
 EPILOG = """\
 examples:
   mcn store info store/
   mcn store verify store/                      # exit status 1 when anything is wrong
   mcn store export store/ VIDEO_ID --out video.npz
   mcn store export store/ VIDEO_ID --layout reference --out features/   # VIDEO_ID_2d.npz, VIDEO_ID_3d.npz
+  mcn store migrate old-store/ new-store/      # format 1 -> 2; rerun to resume
 """
 
 
@@ -43,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="npz",
         help="npz: one file with every array; reference: <id>_2d.npz and <id>_3d.npz with key 'features'",
     )
+    add_migrate_arguments(commands)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"info": _info, "verify": _verify, "export": _export}[args.command](args)
+    return {"info": _info, "verify": _verify, "export": _export, "migrate": _migrate}[args.command](args)
 
 
 def store_info(root: str | Path) -> dict:
@@ -216,4 +218,21 @@ def export_video(root: str | Path, video_id: str, out: str | Path, layout: str =
 def _export(args: argparse.Namespace) -> int:
     for path in export_video(args.store, args.video_id, args.out, args.layout):
         print(path)
+    return 0
+
+
+def add_migrate_arguments(commands: argparse._SubParsersAction) -> None:
+    migrate = commands.add_parser(
+        "migrate", help="convert a format-1 store into a new format-2 store (rerun to resume)"
+    )
+    migrate.add_argument("old", help="the finished format-1 store")
+    migrate.add_argument("new", help="where the format-2 store goes (a folder or an object-store URL)")
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    done = store.migrate_store(args.old, args.new)
+    print(
+        f"{args.new}: store format {store.LATEST_FORMAT_VERSION} ({done['shards_converted']} shards converted, "
+        f"{done['shards_kept']} already there, {done['files_copied']} other files copied)"
+    )
     return 0

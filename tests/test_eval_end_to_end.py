@@ -7,48 +7,55 @@ from dataclasses import replace
 
 import pytest
 
-from mcn import sample_corpus
-from mcn.eval import jobs
+from mcn.configs import apply_overrides
+from mcn.eval import benchmarks, jobs, prepare
+from mcn.eval import config as eval_config
 from mcn.pipeline import config as pipeline_config
 from mcn.pipeline.job import run_extraction
+from mcn.sample import config as sample_config
+from mcn.sample.corpus import generate_corpus, seen_clips_benchmark
 from mcn.train import config as train_config
 from mcn.train.trainer import train
 
 
 def extract(videos, store, word_vectors) -> None:
-    config = pipeline_config.tiny_cpu(str(videos), str(store))
-    config.extract.text.word_vectors = str(word_vectors)
-    config.progress = False
-    run_extraction(config)
+    overrides = {"input": videos, "out": store, "extract.text.word_vectors": word_vectors, "progress": False}
+    run_extraction(apply_overrides(pipeline_config.tiny_cpu(), {k: str(v) for k, v in overrides.items()}))
 
 
 @pytest.mark.slow
 def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     # 128 tiny videos on plain backgrounds: ~96 for training, ~32 held out whose (colour, shape, motion)
     # combinations no training video shows
-    corpus = sample_corpus.generate_corpus(
-        tmp_path / "corpus", num_videos=128, seed=0, config=sample_corpus.tiny_plain()
-    )
+    corpus = generate_corpus(tmp_path / "corpus", num_videos=128, seed=0, config=sample_config.tiny_plain())
     extract(corpus.out_dir / "train", tmp_path / "store-train", corpus.word_vectors)
     extract(corpus.out_dir / "heldout", tmp_path / "store-heldout", corpus.word_vectors)
 
     config = train_config.sample_tiny()
-    config = replace(config, data=replace(config.data, store=str(tmp_path / "store-train"), num_workers=0))
-    config.logging.progress = False
-    config.logging.tensorboard = False
+    config = replace(
+        config,
+        data=replace(config.data, store=str(tmp_path / "store-train"), num_workers=0),
+        logging=replace(config.logging, progress=False, tensorboard=False),
+    )
     train(config, tmp_path / "run")
 
-    retrieval = jobs.EvalConfig(
+    def definition(clips) -> str:
+        bench = prepare.generic(clips, audio_frames=2000, score_normalisation="none")
+        path = tmp_path / "benchmarks" / f"{bench.name}.json"
+        benchmarks.write_benchmark(path, bench)
+        return str(path)
+
+    retrieval = replace(
+        eval_config.quick_cpu(),
         kind="retrieval",
-        checkpoints=[str(tmp_path / "run")],
-        benchmarks=[str(corpus.benchmark_retrieval)],
+        checkpoints=(str(tmp_path / "run"),),
+        benchmarks=(definition(corpus.benchmark_retrieval),),
         store=str(tmp_path / "store-heldout"),
         out=str(tmp_path / "eval"),
-        thumbnails=False,
     )
     flat = jobs.run_eval(retrieval)
-    prefix = "run/benchmark_retrieval/text_to_video"
-    gallery = flat[f"{prefix}/gallery_size"]
+    prefix = "run/benchmark_retrieval/reference/text_to_video"
+    gallery = flat[f"{prefix}/num_gallery"]
     assert gallery >= 60
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == flat
     assert (tmp_path / "eval" / "report.html").stat().st_size > 0
@@ -63,22 +70,22 @@ def test_trained_model_retrieves_heldout_clips_far_above_chance(tmp_path):
     assert flat[f"{prefix}/MedR"] <= 0.2 * gallery
 
     # Clips of the training videos are retrieved far above chance too (measured: 7.1x to 8.4x chance).
-    seen = sample_corpus.seen_clips_benchmark(corpus.out_dir, tmp_path / "seen_clips.csv")
+    seen = seen_clips_benchmark(corpus.out_dir, tmp_path / "seen_clips.csv")
     seen_config = replace(
         retrieval,
-        benchmarks=[str(seen)],
+        benchmarks=(definition(seen),),
         store=str(tmp_path / "store-train"),
         out=str(tmp_path / "eval-seen"),
     )
     flat = jobs.run_eval(seen_config)
-    prefix = "run/seen_clips/text_to_video"
-    assert flat[f"{prefix}/gallery_size"] >= 100
+    prefix = "run/seen_clips/reference/text_to_video"
+    assert flat[f"{prefix}/num_gallery"] >= 100
     assert flat[f"{prefix}/R@10"] >= 4 * flat[f"{prefix}/chance_R@10"]
 
     localization = replace(
         retrieval,
         kind="localization",
-        benchmarks=[str(corpus.benchmark_localization)],
+        benchmarks=(definition(corpus.benchmark_localization),),
         out=str(tmp_path / "eval-loc"),
     )
     flat = jobs.run_eval(localization)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,7 @@ from eval_store import make_record, make_store, save_tiny_checkpoint, tiny_model
 
 from mcn import cli
 from mcn.errors import MCNError
-from mcn.eval import embed, search
+from mcn.eval import config, embed, search
 from mcn.store import StoreReader
 
 
@@ -22,27 +25,31 @@ def store(tmp_path_factory):
 
 def test_moment_spans_cover_the_video():
     video = make_record("v", 23, np.random.default_rng(0))
-    spans = search.moment_spans(video, search.WindowSettings())
+    spans = search.moment_spans(video, config.WindowConfig())
     windows = [(s, e) for s, e, kind in spans if kind == "window"]
     assert windows == [(0.0, 10.0), (5.0, 15.0), (10.0, 20.0), (15.0, 23.0)]
     assert [kind for *_, kind in spans].count("caption") == 2
     short = make_record("s", 4, np.random.default_rng(0))
-    assert search.moment_spans(short, search.WindowSettings(captions=False)) == [(0.0, 4.0, "window")]
+    assert search.moment_spans(short, config.WindowConfig(captions=False)) == [(0.0, 4.0, "window")]
 
 
 def test_index_is_built_once_and_reused(store):
     reader = StoreReader(store / "store")
     model = tiny_model(seed=0)
-    index, path, built = search.index_for(model, reader, search.WindowSettings(), batch_size=8)
+    settings = config.search_quick_cpu()
+    index, path, built = search.index_for(model, reader, settings)
     assert built and path.exists() and path.parent == reader.root / "index"
+    assert path.with_suffix(".config.json").exists()  # the config that built it
     assert len(index.video_ids) == 4 * (4 + 2)  # four windows and two captions per video
     assert not list(path.parent.glob(".*tmp*"))  # no temporary file left behind
-    again, path_again, built_again = search.index_for(model, reader, search.WindowSettings())
+    again, path_again, built_again = search.index_for(model, reader, settings)
     assert not built_again and path_again == path
     np.testing.assert_array_equal(again.embeddings_MD, index.embeddings_MD)
     np.testing.assert_array_equal(again.video_ids, index.video_ids)
-    other, other_path, other_built = search.index_for(tiny_model(seed=1), reader, search.WindowSettings())
+    other, other_path, other_built = search.index_for(tiny_model(seed=1), reader, settings)
     assert other_built and other_path != path
+    floor = replace(settings, audio=config.AudioConfig(logmel_padding="floor"))
+    assert search.index_for(model, reader, floor)[1] != path  # the padding is part of the fingerprint
 
     # the index row of a window equals a direct embedding of that clip (video + audio; video only when silent)
     row = int(np.flatnonzero((index.video_ids == "vid01") & (index.starts == 5.0))[0])
@@ -65,7 +72,7 @@ def test_index_is_built_once_and_reused(store):
         search.query_scores(model, index, vectorizer, "zzz qqq")
 
 
-def test_search_cli(store, capsys):
+def test_search_cli(store, capsys, caplog):
     checkpoint = save_tiny_checkpoint(store / "run" / "step-000001", seed=2)
     argv = [
         "search",
@@ -77,11 +84,18 @@ def test_search_cli(store, capsys):
         "batter",
         "-k",
         "3",
+        "--preset",
+        "quick_cpu",
     ]
-    assert cli.main(argv) == 0
+    with caplog.at_level(logging.INFO):
+        assert cli.main(argv) == 0
     first = capsys.readouterr().out
-    assert "built index" in first and "videos for 'whisk the batter'" in first
+    assert "built index" in caplog.text and "videos for 'whisk the batter'" in first
     moments = first.split("moments:")[1].strip().splitlines()
     assert len(moments) == 3 and all("vid0" in line and " s  score " in line for line in moments)
-    assert cli.main(argv) == 0
-    assert "using index" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO):
+        assert cli.main(argv) == 0
+    assert "using index" in caplog.text
+    # no word2vec file: the word would vanish from the query
+    assert cli.main(["search", str(store / "store"), "--checkpoint", str(checkpoint), "omelette"]) == 2
+    assert "'omelette'" in capsys.readouterr().err

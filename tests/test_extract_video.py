@@ -9,7 +9,7 @@ from gensim.models import KeyedVectors
 from media import make_video
 
 import mcn.extract
-from mcn.configs import config_from_dict, config_to_dict
+from mcn.configs import apply_overrides, config_from_dict, config_to_dict
 from mcn.extract import ExtractConfig, RuntimeConfig, VideoFeatures, extract_video, tiny_cpu
 from mcn.extract.decode import DecodeConfig, DecodeError, iter_frame_windows, probe
 
@@ -32,8 +32,7 @@ def test_extract_video_gives_every_stream(tmp_path, video):
     vectors = KeyedVectors(vector_size=3)
     vectors.add_vectors(["eggs", "the", "sugar"], np.eye(3, dtype=np.float32))
     vectors.save_word2vec_format(str(tmp_path / "w2v.bin"), binary=True)
-    config = tiny_cpu()
-    config.text.word_vectors = str(tmp_path / "w2v.bin")
+    config = apply_overrides(tiny_cpu(), {"text.word_vectors": str(tmp_path / "w2v.bin")})
 
     feats = extract_video(video, config, caption_path=captions)
 
@@ -97,3 +96,33 @@ def test_config_validation_presets_and_round_trip():
         RuntimeConfig(precision_2d="int8")
     with pytest.raises(ValueError, match="device"):
         RuntimeConfig(device="tpu")
+
+
+@pytest.mark.slow
+def test_speech_recognition_gives_the_captions_of_a_video_without_any(tmp_path):
+    import subprocess
+
+    from media import FFMPEG
+
+    from mcn.extract import AsrConfig
+    from mcn.sample.speech import SpeechSynthesizer, write_wav
+
+    speech = SpeechSynthesizer()("Slice the tomato and boil the pasta.")
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, speech.samples.astype(np.float32) / 32768.0, speech.sample_rate)
+    video = tmp_path / "talk.mp4"
+    lavfi = f"testsrc2=size=96x64:rate=25:duration={speech.duration:.2f}"
+    subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", lavfi, "-i", str(wav), "-c:v", "libx264"]
+        + ["-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(video)],
+        check=True,
+    )
+    config = tiny_cpu()
+    plain = extract_video(video, config)
+    assert plain.caption_source == "none" and plain.captions == []
+    feats = extract_video(video, config, asr=AsrConfig(enabled=True))
+    assert feats.caption_source == "asr"
+    heard = " ".join(text for _, _, text in feats.captions).lower().replace(".", " ").replace(",", " ")
+    assert {"slice", "tomato", "boil", "pasta"} <= set(heard.split())
+    assert 0.0 <= feats.captions[0][0] < feats.captions[-1][1] <= speech.duration + 1.0
+    np.testing.assert_array_equal(feats.feat_3d, plain.feat_3d)  # the same stream, the same features

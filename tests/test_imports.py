@@ -1,4 +1,5 @@
-"""Import directions (STYLE.md): data flows extract -> pipeline -> store -> train -> eval; nothing imports upward."""
+"""Import directions (STYLE.md): data flows extract -> pipeline -> store -> train -> eval; nothing imports upward.
+The sample corpus (``sample/``) stands apart: it imports no job, and no job imports it (only the demo does)."""
 
 import ast
 import subprocess
@@ -8,14 +9,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"mcn.errors", "mcn.configs", "mcn.__version__"}
+BASE = {"mcn.errors", "mcn.configs", "mcn.options", "mcn.storage", "mcn.__version__"}
 ALLOWED = {
     "extract": BASE | {"mcn.extract"},
     "pipeline": BASE | {"mcn.pipeline", "mcn.extract", "mcn.store"},
     "train": BASE | {"mcn.train", "mcn.store"},
-    "eval": BASE | {"mcn.eval", "mcn.train", "mcn.store", "mcn.extract", "mcn.pipeline"},
+    "eval": BASE | {"mcn.eval", "mcn.train", "mcn.store", "mcn.extract"},
+    "sample": BASE | {"mcn.sample"},
 }
-LIBRARY_OF = {"mcn/store.py": BASE, "mcn/errors.py": set(), "mcn/configs.py": {"mcn.errors"}}
+LIBRARY_OF = {
+    "mcn/store.py": BASE - {"mcn.options"} | {"mcn.store_rows", "mcn.shard_reader"},
+    "mcn/shard_reader.py": {"mcn.storage", "mcn.store_rows", "mcn.parquet_pages"},
+    "mcn/store_rows.py": set(),
+    "mcn/parquet_pages.py": set(),
+    "mcn/storage.py": {"mcn.errors"},
+    "mcn/errors.py": set(),
+    "mcn/configs.py": {"mcn.errors", "mcn.storage"},
+    "mcn/options.py": {"mcn.errors", "mcn.configs"},
+}
 
 
 def mcn_imports(path: Path) -> set[str]:
@@ -62,6 +73,7 @@ def test_installed_namespace_maps_the_folders():
     import mcn.eval
     import mcn.extract
     import mcn.pipeline
+    import mcn.sample
     import mcn.train
 
     for package, folder in [
@@ -69,12 +81,13 @@ def test_installed_namespace_maps_the_folders():
         (mcn.pipeline, "pipeline"),
         (mcn.train, "train"),
         (mcn.eval, "eval"),
+        (mcn.sample, "sample"),
     ]:
         assert Path(package.__file__).resolve().parent == ROOT / folder
 
 
 def test_no_top_level_train_or_eval_package_is_installed(tmp_path):
-    code = "import importlib.util as u; print([n for n in ('train', 'eval', 'extract', 'pipeline') if u.find_spec(n)])"
+    code = "import importlib.util as u; print([n for n in ('train', 'eval', 'extract', 'pipeline', 'sample') if u.find_spec(n)])"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )

@@ -11,7 +11,8 @@ import pytest
 
 from mcn import store
 from mcn.errors import MCNError
-from mcn.pipeline import asr, inputs
+from mcn.extract import asr
+from mcn.pipeline import inputs
 from mcn.pipeline.config import AsrConfig, ShardConfig, StageConfig
 from mcn.pipeline.writer import StoreWriter
 

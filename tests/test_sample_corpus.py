@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
-import re
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,14 +13,16 @@ import decord
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from caption_readers import READERS, words_of
 from gensim.models import KeyedVectors
 
-from mcn.cli import main
+from mcn.errors import MCNError
+from mcn.eval.benchmarks import read_retrieval_clips
 from mcn.extract.text import CaptionError, read_captions
-from mcn.sample_corpus import PRESETS, FlawConfig, SampleCorpusConfig, generate_corpus, tiny
-from mcn.sample_plan import balanced_combinations, plan_corpus, vocabulary
-from mcn.sample_speech import CAPTION_WRITERS, SpeechSynthesizer, caption_lines
-from mcn.sample_video import COLOURS
+from mcn.sample.config import FlawConfig, tiny
+from mcn.sample.corpus import CONFIG_FILE, generate_corpus, seen_clips_benchmark, write_word_vectors
+from mcn.sample.plan import vocabulary
+from mcn.sample.video import COLOURS
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 NUM_VIDEOS = 10
@@ -39,73 +38,6 @@ def corpus(tmp_path_factory) -> tuple[Path, dict]:
     return out, json.loads((out / "ground_truth.json").read_text())
 
 
-# --- independent caption readers (strict: a broken file raises ValueError) -------------------------------------
-
-TIME = r"(\d\d):(\d\d):(\d\d)[.,](\d\d\d)"
-
-
-def _seconds(match: tuple[str, ...]) -> float:
-    h, m, s, ms = (int(x) for x in match)
-    return h * 3600 + m * 60 + s + ms / 1000
-
-
-def read_vtt_rolling(text: str) -> list[tuple[float, float, str]]:
-    """YouTube-style WebVTT: keep each cue's newly spoken (last) line once, and check the rolling duplicate."""
-    if not text.startswith("WEBVTT"):
-        raise ValueError("no WEBVTT header")
-    lines, previous = [], None
-    for block in text.split("\n\n")[1:]:
-        timing, *body = block.rstrip("\n").split("\n")
-        found = re.fullmatch(rf"{TIME} --> {TIME}.*", timing)
-        if not found:
-            raise ValueError(f"bad cue timing {timing!r}")
-        start, end = _seconds(found.groups()[:4]), _seconds(found.groups()[4:])
-        body = [re.sub(r"<[^>]+>", "", line).strip() for line in body]
-        assert len(body) == 2, body
-        if end - start <= 0.011:  # the 10 ms cue holds the line just finished
-            assert body == [previous, ""]
-            continue
-        if previous is not None:
-            assert body[0] == previous, "a rolling cue must repeat the previous line on top"
-        lines.append((start, end, body[1]))
-        previous = body[1]
-    return lines
-
-
-def read_srt(text: str) -> list[tuple[float, float, str]]:
-    cues = []
-    for number, block in enumerate(text.strip().split("\n\n"), start=1):
-        index, timing, *body = block.split("\n")
-        found = re.fullmatch(rf"{TIME} --> {TIME}", timing)
-        if index != str(number) or not found:
-            raise ValueError(f"bad SRT cue {block!r}")
-        cues.append((_seconds(found.groups()[:4]), _seconds(found.groups()[4:]), " ".join(body)))
-    return cues
-
-
-def read_csv(text: str) -> list[tuple[float, float, str]]:
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows or set(rows[0]) != {"start", "end", "text"}:
-        raise ValueError("expected the columns start,end,text")
-    return [(float(r["start"]), float(r["end"]), r["text"]) for r in rows]
-
-
-def read_json(text: str) -> list[tuple[float, float, str]]:
-    data = json.loads(text)
-    if set(data) != {"start", "end", "text"} or not len(data["start"]) == len(data["end"]) == len(
-        data["text"]
-    ):
-        raise ValueError("expected equal-length start, end and text lists")
-    return list(zip(data["start"], data["end"], data["text"], strict=True))
-
-
-READERS = {"vtt": read_vtt_rolling, "srt": read_srt, "csv": read_csv, "json": read_json}
-
-
-def _words(cues: list[tuple[float, float, str]]) -> list[str]:
-    return [w for _, _, text in cues for w in text.split()]
-
-
 def _decoded_hash(path: Path) -> str:
     reader = decord.VideoReader(str(path))
     return hashlib.sha256(reader.get_batch(list(range(len(reader)))).asnumpy().tobytes()).hexdigest()
@@ -119,7 +51,7 @@ def _has_audio_stream(path: Path) -> bool:
 # --- tests ------------------------------------------------------------------------------------------------------
 
 
-def test_same_seed_gives_same_corpus_and_another_seed_does_not(corpus, tmp_path):
+def test_same_seed_gives_same_corpus(corpus, tmp_path):
     out, truth = corpus
     again = tmp_path / "again"
     generate_corpus(again, num_videos=NUM_VIDEOS, seed=1, config=CONFIG, num_workers=1)
@@ -133,11 +65,6 @@ def test_same_seed_gives_same_corpus_and_another_seed_does_not(corpus, tmp_path)
     # The encoders run single-threaded with bit-exact muxing, so even the encoded files match.
     for video in truth["videos"]:
         assert (out / video["file"]).read_bytes() == (again / video["file"]).read_bytes(), video["file"]
-
-    other = plan_corpus(replace(CONFIG, num_videos=NUM_VIDEOS, seed=2), SpeechSynthesizer())
-    assert [s["text"] for v in other.videos for s in v["steps"]] != [
-        s["text"] for v in truth["videos"] for s in v["steps"]
-    ]
 
 
 def test_every_sound_video_decodes_as_declared(corpus):
@@ -205,7 +132,7 @@ def test_captions_match_the_narration_and_broken_ones_do_not_parse(corpus):
             continue
         cues = READERS[video["caption_format"]](text)
         seen_formats.add(video["caption_format"])
-        assert _words(cues) == [w for step in video["steps"] for w in step["text"].split()]
+        assert words_of(cues) == [w for step in video["steps"] for w in step["text"].split()]
         assert all(0 <= start < end <= video["duration"] + 1.0 for start, end, _ in cues)
         assert [start for start, _, _ in cues] == sorted(start for start, _, _ in cues)
     assert "vtt" in seen_formats and sum(v["flags"]["broken_captions"] for v in truth["videos"]) == 1
@@ -220,20 +147,6 @@ def test_the_project_caption_reader_reads_them_too(corpus):
         else:
             words = [w for _, _, text in read_captions(out / video["caption_file"]) for w in text.split()]
             assert words == [w for step in video["steps"] for w in step["text"].split()]
-
-
-@pytest.mark.parametrize("fmt", sorted(CAPTION_WRITERS))
-def test_each_caption_writer_round_trips(fmt):
-    sentences = [
-        [(0.5, 0.8, "now"), (0.8, 1.0, "the"), (1.0, 1.3, "red"), (1.3, 1.7, "circle"), (1.7, 2.0, "slides"),
-         (2.0, 2.1, "to"), (2.1, 2.2, "the"), (2.2, 2.6, "left")],
-        [(5.0, 5.4, "then"), (5.4, 5.6, "the"), (5.6, 6.0, "blue"), (6.0, 6.5, "square"), (6.5, 7.0, "spins")],
-    ]  # fmt: skip
-    cues = READERS[fmt](CAPTION_WRITERS[fmt](sentences))
-    assert _words(cues) == [w for s in sentences for _, _, w in s]
-    assert cues[0][0] == pytest.approx(0.5) and cues[-1][1] >= 7.0
-    if fmt == "vtt":
-        assert len(cues) == len(caption_lines(sentences)) == 3  # the 8-word sentence is shown as two lines
 
 
 def test_heldout_combinations_never_appear_in_training(corpus):
@@ -256,7 +169,7 @@ def test_heldout_words_are_in_training_captions_and_word_vectors(corpus):
             flags["corrupt"] or flags["no_captions"] or flags["broken_captions"]
         ):
             cues = READERS[video["caption_format"]]((out / video["caption_file"]).read_text())
-            training_words |= set(_words(cues))
+            training_words |= set(words_of(cues))
     heldout_words = {
         w for v in truth["videos"] if v["split"] == "heldout" for s in v["steps"] for w in s["text"].split()
     }
@@ -292,117 +205,39 @@ def test_benchmarks_list_the_heldout_steps(corpus):
     assert truth["seed"] == 1 and truth["config"]["num_videos"] == NUM_VIDEOS
 
 
-def test_config_validation_says_how_to_fix():
-    with pytest.raises(ValueError, match="at least 4"):
-        SampleCorpusConfig(num_videos=3)
-    with pytest.raises(ValueError, match="--videos 5 or more"):
-        SampleCorpusConfig(num_videos=4)
-    with pytest.raises(ValueError, match="no clean training video.*--videos 9 or more"):
-        replace(tiny(), num_videos=4, flaws=FlawConfig(corrupt_fraction=0.5))
-    with pytest.raises(ValueError, match="even"):
-        replace(tiny().media, resolutions=((321, 180),), resolution_weights=(1.0,))
-    with pytest.raises(ValueError, match="colours .*distinct names"):
-        replace(tiny(), colours=("red", "mauve"))
-    with pytest.raises(ValueError, match="at least 8 combinations"):
-        replace(tiny(), colours=("red",), shapes=("circle",), motions=("left", "right"))
-    with pytest.raises(ValueError, match="must contain"):
-        replace(tiny(), templates=("the {colour} {shape}",))
-    with pytest.raises(ValueError, match="backgrounds .*distinct names"):
-        replace(tiny(), backgrounds=("plain", "plain"))
+def test_seen_clips_benchmark_lists_the_clean_training_steps_for_eval(corpus, tmp_path):
+    out, truth = corpus
+    path = seen_clips_benchmark(out, tmp_path / "eval" / "seen_clips.csv")
+    clean = [v for v in truth["videos"] if v["split"] == "train" and not any(v["flags"].values())]
+    expected = [(v["id"], s["start"], s["end"], s["text"]) for v in clean for s in v["steps"]]
+    assert path == tmp_path / "eval" / "seen_clips.csv" and len(expected) >= 4
+    clips = read_retrieval_clips(path)  # the clip list that `mcn eval prepare generic` reads
+    assert [(c.video_id, c.start, c.end, c.text) for c in clips] == expected
 
 
-def test_palette_and_templates_limit_what_steps_show_and_say():
-    config = replace(
-        tiny(),
-        num_videos=12,
-        seed=3,
-        colours=("red", "blue"),
-        shapes=("circle", "star"),
-        motions=("left", "grow"),
-        backgrounds=("plain", "dotted"),
-        templates=("now the {colour} {shape} {motion}",),
-    )
-    plan = plan_corpus(config, SpeechSynthesizer())
-    steps = [s for v in plan.videos for s in v["steps"]]
-    assert {s["colour"] for s in steps} == {"red", "blue"} and {s["shape"] for s in steps} == {
-        "circle",
-        "star",
-    }
-    assert {s["motion"] for s in steps} == {"left", "grow"}
-    assert all(s["text"].startswith(f"now the {s['colour']} {s['shape']} ") for s in steps)
-    assert len(plan.heldout_combinations) == 2  # a quarter of the 8 combinations
-    assert {s["background"] for s in steps} == {"plain", "dotted"}
-    plain = plan_corpus(replace(config, backgrounds=("plain",)), SpeechSynthesizer())
-    assert {s["background"] for v in plain.videos for s in v["steps"]} == {"plain"}
-    assert PRESETS["tiny_plain"]().backgrounds == ("plain",)
+def test_an_existing_folder_is_only_replaced_when_asked(corpus, tmp_path):
+    out, _ = corpus
+    with pytest.raises(MCNError, match="not empty; choose a new folder or pass --overwrite"):
+        generate_corpus(out, num_videos=NUM_VIDEOS, seed=1, config=CONFIG)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(MCNError, match="holds no sample corpus; refusing to overwrite"):
+        generate_corpus(other, num_videos=NUM_VIDEOS, seed=1, config=CONFIG, overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(MCNError, match="is a file"):
+        generate_corpus(tmp_path / "file", num_videos=NUM_VIDEOS, config=CONFIG)
+    with pytest.raises(MCNError, match="--workers must be at least 1"):
+        generate_corpus(tmp_path / "new", num_videos=NUM_VIDEOS, config=CONFIG, num_workers=0)
+    assert json.loads((out / CONFIG_FILE).read_text())["num_videos"] == NUM_VIDEOS
 
 
-def test_heldout_combinations_ask_about_every_value_about_equally():
-    triples = [(c, s, m) for c in "rgby" for s in "csq" for m in "LRSG"]
-    for seed in range(5):
-        chosen = balanced_combinations(np.random.default_rng(seed), triples, 12)
-        assert len(set(chosen)) == 12 and set(chosen) <= set(triples)
-        for k, values in enumerate(("rgby", "csq", "LRSG")):
-            counts = [sum(t[k] == v for t in chosen) for v in values]
-            assert max(counts) == 12 // len(values) == min(counts), (seed, k, counts)
-    assert balanced_combinations(np.random.default_rng(0), triples, 12) == balanced_combinations(
-        np.random.default_rng(0), triples, 12
-    )
-    # Caps that cannot all be met still give as many distinct combinations as asked for.
-    lopsided = [("r", s, m) for s in "csq" for m in "LRSG"] + [("g", "c", "L")]
-    chosen = balanced_combinations(np.random.default_rng(0), lopsided, 8)
-    assert len(set(chosen)) == 8 and set(chosen) <= set(lopsided)
-    plan = plan_corpus(replace(tiny(), num_videos=40, seed=2), SpeechSynthesizer())
-    shapes = [t[1] for t in plan.heldout_combinations]
-    assert len(plan.heldout_combinations) == 12 and all(shapes.count(s) == 4 for s in set(shapes))
-
-
-def test_steps_can_be_separated_by_a_pause_that_shows_only_the_background():
-    from fractions import Fraction
-
-    from mcn.sample_video import StepScene, iter_frames
-
-    config = replace(tiny(), num_videos=12, seed=1, media=replace(tiny().media, step_gap_seconds=1.0))
-    plan = plan_corpus(config, SpeechSynthesizer())
-    for video in plan.videos:
-        steps = video["steps"]
-        assert all(b["start"] == pytest.approx(a["end"] + 1.0) for a, b in zip(steps, steps[1:]))
-        assert all(s["start"] < s["speech_start"] < s["speech_end"] < s["end"] for s in steps)
-    scenes = [StepScene(0.0, 1.0, "red", "square", "grow", "plain", (40, 40, 48)),
-              StepScene(2.0, 3.0, "blue", "circle", "left", "plain", (40, 40, 48))]  # fmt: skip
-    frames = list(iter_frames(scenes, 30, Fraction(10), 72, 128))
-    spread = [float(f.y_HW.std()) for f in frames]
-    assert min(spread[:10]) > 2 and max(spread[10:20]) < 0.5 and min(spread[20:]) > 2  # shape, pause, shape
-    with pytest.raises(ValueError, match="step_gap_seconds"):
-        replace(tiny().media, step_gap_seconds=-1.0)
-    media = PRESETS["tiny_plain"]().media
-    assert media.step_gap_seconds == 1.0 and media.resolutions == ((320, 180),)
-
-
-@pytest.mark.slow
-def test_cli_writes_a_corpus_with_the_default_preset(tmp_path):
-    out = tmp_path / "corpus"
-    result = subprocess.run([sys.executable, "-m", "mcn", "sample-data", str(out), "--videos", "6", "--seed", "1"],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    truth = json.loads((out / "ground_truth.json").read_text())
-    assert len(truth["videos"]) == 6 and "6 videos" in result.stdout
-    durations = [v["duration"] for v in truth["videos"]]
-    assert all(10.0 <= d <= 40.0 for d in durations)
-    assert all(4.0 <= s["end"] - s["start"] <= 8.0 for v in truth["videos"] for s in v["steps"][:-1])
-    # A second run into the same folder refuses politely; --overwrite is the way.
-    assert main(["sample-data", str(out), "--videos", "6"]) == 2
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--videos", "0"], "--videos must be at least 4"),
-        (["--seed", "-1"], "--seed must be"),
-        (["--workers", "0"], "--workers"),
-    ],
-)
-def test_cli_bad_arguments_give_one_line(tmp_path, capsys, args, message):
-    assert main(["sample-data", str(tmp_path / "c"), *args]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+def test_words_without_a_glove_vector_are_a_user_error(tmp_path):
+    with pytest.raises(
+        MCNError, match=r"without a GloVe vector: \['zxqvwk'\]; reword the narration templates"
+    ):
+        write_word_vectors(tmp_path / "w2v.bin", {"the", "red", "zxqvwk"}, 10)
+    assert (
+        write_word_vectors(tmp_path / "w2v.bin", {"the", "red", "circle"}, 10) == 12
+    )  # "the" is in the top 10

@@ -71,6 +71,7 @@ def rank_worker(rank: int, world_size: int, port: int, store: str, out_dir: str)
         close_distributed()
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process_on_the_global_batch(store, tmp_path):
     mp.spawn(rank_worker, args=(2, free_port(), str(store), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank-{r}.pt", weights_only=True) for r in range(2)]
@@ -95,6 +96,7 @@ def test_two_ranks_match_one_process_on_the_global_batch(store, tmp_path):
         torch.testing.assert_close(ranks[0]["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_torchrun_entry_point_trains_and_checkpoints_every_rank(store, tmp_path):
     torchrun = [
         sys.executable,

@@ -1,4 +1,4 @@
-"""MCN model: shapes, audio pooling, implementation variants, reference weights, parameter count."""
+"""MCN model: shapes, audio pooling, implementation variants, parameter count, config validation."""
 
 from __future__ import annotations
 
@@ -10,29 +10,6 @@ import torch.nn.functional as F
 
 from mcn.errors import MCNError
 from mcn.train.model import MCNModel, ModelConfig, reference, tiny
-
-# A few names and shapes of the released MCN checkpoint (reference Net, D=6144, recon on, hidden 1024).
-REFERENCE_KEYS = {
-    "GU_video.fc.weight": (6144, 4096),
-    "GU_video.cg.fc.weight": (6144, 6144),
-    "GU_video.cg.fc.bias": (6144,),
-    "DAVEnet.batchnorm1.running_var": (1,),
-    "DAVEnet.conv1.weight": (128, 1, 40, 1),
-    "DAVEnet.bn1.num_batches_tracked": (),
-    "DAVEnet.layer1.0.conv1.weight": (128, 128, 1, 9),
-    "DAVEnet.layer1.0.downsample.0.weight": (128, 128, 1, 1),
-    "DAVEnet.layer2.0.downsample.1.running_mean": (256,),
-    "DAVEnet.layer4.1.conv2.weight": (1024, 1024, 1, 9),
-    "DAVEnet_projection.weight": (6144, 1024),
-    "GU_audio.fc.weight": (1024, 1024),
-    "GU_audio.cg.fc.weight": (1024, 1024),
-    "text_pooling_caption.fc.weight": (6144, 300),
-    "GU_text_captions.fc.weight": (6144, 6144),
-    "recon_v.0.weight": (1024, 6144),
-    "recon_v.2.weight": (4096, 1024),
-    "recon_a.2.weight": (1024, 1024),
-    "recon_t.2.weight": (6144, 1024),
-}
 
 
 def make_batch(
@@ -131,89 +108,6 @@ def test_implementation_variants_compute_the_same_embeddings(overrides):
             torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5)
 
 
-def reference_forward_eval(
-    sd: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """The reference Net's eval-mode forward written directly on its state dict (no MCNModel code)."""
-
-    def linear(prefix, x):
-        return F.linear(x, sd[prefix + ".weight"], sd[prefix + ".bias"])
-
-    def geu(prefix, x):
-        x = linear(prefix + ".fc", x)
-        return F.glu(torch.cat([x, linear(prefix + ".cg.fc", x)], dim=1), 1)
-
-    def bn(prefix, x):
-        return F.batch_norm(
-            x,
-            sd[prefix + ".running_mean"],
-            sd[prefix + ".running_var"],
-            sd[prefix + ".weight"],
-            sd[prefix + ".bias"],
-            False,
-            0.0,
-            1e-5,
-        )
-
-    x = F.conv2d(batch["audio"].unsqueeze(1), sd["DAVEnet.conv1.weight"])
-    x = F.relu(bn("DAVEnet.bn1", x))
-    stage = 1
-    while f"DAVEnet.layer{stage}.0.conv1.weight" in sd:
-        block = 0
-        while (p := f"DAVEnet.layer{stage}.{block}") + ".conv1.weight" in sd:
-            stride = 2 if block == 0 else 1
-            out = F.relu(bn(p + ".bn1", F.conv2d(x, sd[p + ".conv1.weight"], stride=stride, padding=(0, 4))))
-            out = bn(p + ".bn2", F.conv2d(out, sd[p + ".conv2.weight"], padding=(0, 4)))
-            if p + ".downsample.0.weight" in sd:
-                x = bn(p + ".downsample.1", F.conv2d(x, sd[p + ".downsample.0.weight"], stride=stride))
-            x = F.relu(out + x)
-            block += 1
-        stage += 1
-    feats = x.squeeze(2)
-    ratio = round(batch["audio"].shape[-1] / feats.shape[-1])
-    audio = torch.stack(
-        [feats[i, :, : max(1, int(n) // ratio)].mean(dim=1) for i, n in enumerate(batch["nframes"])]
-    )
-    text = F.relu(linear("text_pooling_caption.fc", batch["text"])).max(dim=1).values
-    return {
-        "video": geu("GU_video", batch["video"]),
-        "audio": linear("DAVEnet_projection", geu("GU_audio", audio)),
-        "text": geu("GU_text_captions", text),
-    }
-
-
-def test_reference_checkpoint_loads_and_gives_identical_embeddings(tmp_path):
-    model = trained_tiny()
-    sd = model.reference_state_dict()
-    assert "DAVEnet.batchnorm1.weight" in sd and "GU_video.cg.fc.weight" in sd
-    path = tmp_path / "e9.pth"
-    torch.save({"module." + k: v for k, v in sd.items()}, path)
-    loaded = MCNModel.load_reference_checkpoint(path).eval()
-    assert loaded.config == model.config  # sizes read back from the tensor shapes
-    batch = make_batch(model.config, seed=5)
-    expected = reference_forward_eval(sd, batch)
-    ours, theirs = model(batch), loaded(batch)
-    for name in expected:
-        torch.testing.assert_close(theirs[name], ours[name], rtol=0, atol=0)
-        torch.testing.assert_close(theirs[name], expected[name], rtol=1e-5, atol=1e-5)
-    round_trip = loaded.reference_state_dict()
-    assert round_trip.keys() == sd.keys()
-    for key in sd:
-        assert torch.equal(round_trip[key], sd[key]), key
-
-
-def test_reference_checkpoint_errors(tmp_path):
-    sd = trained_tiny().reference_state_dict()
-    del sd["GU_audio.cg.fc.bias"]
-    with pytest.raises(MCNError, match="missing"):
-        MCNModel.from_reference_state_dict(sd, tiny())
-    with pytest.raises(MCNError, match="does not exist"):
-        MCNModel.load_reference_checkpoint(tmp_path / "absent.pth")
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(MCNError, match="cannot read"):
-        MCNModel.load_reference_checkpoint(tmp_path / "junk.pth")
-
-
 def expected_reference_parameter_count() -> int:
     def lin(i, o):
         return i * o + o
@@ -230,24 +124,31 @@ def expected_reference_parameter_count() -> int:
     return gates + audio + lin(1024, d) + lin(w, d) + recon
 
 
-def test_reference_size_parameter_count_and_checkpoint_layout():
+def test_reference_size_parameter_count():
     with torch.device("meta"):  # no memory: shapes only
         model = MCNModel(reference())
-        sd = model.reference_state_dict()
     count = sum(p.numel() for p in model.parameters())
     assert count == expected_reference_parameter_count()
     assert abs(count - 224e6) < 1e6
-    for key, shape in REFERENCE_KEYS.items():
-        assert tuple(sd[key].shape) == shape, key
 
 
-def test_config_validation():
-    with pytest.raises(ValueError, match="audio_conv"):
-        ModelConfig(audio_conv="3d")
-    with pytest.raises(ValueError, match="equal length"):
-        ModelConfig(audio_widths=(8, 16), audio_layers=(1,))
-    with pytest.raises(ValueError, match="channels_last"):
-        ModelConfig(audio_conv="1d", audio_channels_last=True)
+def test_config_is_frozen_keyword_only_and_validated():
+    config = tiny()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.embed_dim = 32
+    with pytest.raises(TypeError):
+        ModelConfig(24)  # keyword-only
+    assert ModelConfig(audio_widths=[8, 8], audio_layers=[1, 1]).audio_widths == (8, 8)  # lists become tuples
+    for kwargs, needle in [
+        (dict(audio_conv="3d"), "model.audio_conv"),
+        (dict(audio_widths=(8, 16), audio_layers=(1,)), "equal length"),
+        (dict(audio_conv="1d", audio_channels_last=True), "channels_last"),
+        (dict(embed_dim=0), "model.embed_dim"),
+        (dict(audio_kernel=4), "odd"),
+        (dict(reconstruction_weight=-1.0), "reconstruction_weight"),
+    ]:
+        with pytest.raises(MCNError, match=needle):
+            ModelConfig(**kwargs)
 
 
 def test_video_batchnorm_standardises_video_features_and_has_no_reference_layout():

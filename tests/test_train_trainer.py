@@ -1,6 +1,8 @@
-"""The trainer on a tiny synthetic store: loss goes down, checkpoints are complete, a killed run resumes exactly."""
+"""The trainer on a tiny synthetic store: loss goes down, checkpoints are complete, a killed run resumes exactly,
+a resumed run keeps the settings its state depends on."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +14,7 @@ import pytest
 import torch
 from train_store import make_store
 
-from mcn.cli import main
+from mcn.errors import MCNError
 from mcn.train import checkpoint as ckpt
 from mcn.train import config as presets
 from mcn.train.trainer import train, warmup_cosine
@@ -28,13 +30,14 @@ def store(tmp_path_factory):
     return root
 
 
-def tiny_config(store, **schedule):
+def tiny_config(store, reports=False, **schedule):
+    """The tiny recipe on ``store``; ``reports`` adds TensorBoard and the loss plot (slow to import)."""
     config = presets.tiny()
     return replace(
         config,
         data=replace(config.data, store=str(store)),
         schedule=replace(config.schedule, **schedule),
-        logging=replace(config.logging, tensorboard=True, plot=True),
+        logging=replace(config.logging, tensorboard=reports, plot=reports),
     )
 
 
@@ -45,9 +48,12 @@ def test_warmup_cosine_schedule():
     assert factor(110) == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_complete_checkpoints(store, tmp_path):
     run = tmp_path / "run"
-    summary = train(tiny_config(store, epochs=4), run)  # 12 videos / 4 per batch = 3 steps per epoch
+    summary = train(
+        tiny_config(store, reports=True, epochs=4), run
+    )  # 12 videos / 4 per batch = 3 steps per epoch
     assert summary["steps"] == 12
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 13))
@@ -80,8 +86,40 @@ def test_training_lowers_the_loss_and_writes_complete_checkpoints(store, tmp_pat
 def test_a_run_with_checkpoints_needs_resume(store, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(store, max_steps=2), run)
-    with pytest.raises(ValueError, match="--resume"):
+    with pytest.raises(MCNError, match="--resume"):
         train(tiny_config(store, max_steps=4), run)
+
+
+def test_resume_continues_from_the_latest_checkpoint_and_says_so(store, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(tiny_config(store, max_steps=2), run)
+    with caplog.at_level(logging.INFO, logger="mcn.train.trainer"):
+        summary = train(tiny_config(store, max_steps=3), run, resume=True)
+    assert summary["steps"] == 3 and summary["checkpoint"].endswith("step-000003")
+    assert "resumed from" in caplog.text and "step 2" in caplog.text
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "section, changes, needle",
+    [
+        ("model", {"embed_dim": 32}, "model.embed_dim 24 -> 32"),
+        ("kmeans", {"num_clusters": 3}, "kmeans.num_clusters 4 -> 3"),
+        ("data", {"num_clips": 2}, "data.num_clips 4 -> 2"),
+    ],
+)
+def test_resume_with_settings_the_state_depends_on_changed_is_refused(
+    store, tmp_path, section, changes, needle
+):
+    run = tmp_path / "run"
+    config = tiny_config(store, max_steps=2)
+    train(config, run)
+    changed = replace(config, **{section: replace(getattr(config, section), **changes)})
+    changed = replace(changed, schedule=replace(changed.schedule, max_steps=4))
+    with pytest.raises(MCNError, match="cannot resume") as error:
+        train(changed, run, resume=True)
+    assert needle in str(error.value)
 
 
 def mcn_train(store, run, *extra):
@@ -89,6 +127,7 @@ def mcn_train(store, run, *extra):
     return [*args, "--max-steps", "10", "--checkpoint-every", "2", "--keep-last", "5", *extra]
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_matches_an_uninterrupted_run(store, tmp_path):
     straight = tmp_path / "straight"
     subprocess.run(mcn_train(store, straight), env=ENV, check=True, capture_output=True, timeout=600)
@@ -125,43 +164,3 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(store, tmp_path):
     torch.testing.assert_close(state_b["kmeans"]["centroids"], state_a["kmeans"]["centroids"], rtol=0, atol=0)
     torch.testing.assert_close(state_b["kmeans"]["queue"], state_a["kmeans"]["queue"], rtol=0, atol=0)
     assert state_b["loader"] == state_a["loader"]
-
-
-def test_convert_checkpoint_round_trip(store, tmp_path, capsys):
-    run = tmp_path / "run"
-    train(tiny_config(store, max_steps=1), run)
-    reference = tmp_path / "model.pth"
-    assert main(["train", "convert-checkpoint", str(run), str(reference)]) == 0
-    state = torch.load(reference, weights_only=True)
-    assert "GU_video.fc.weight" in state
-    back = tmp_path / "imported"
-    assert main(["train", "convert-checkpoint", str(reference), str(back)]) == 0
-    assert "mcn step folder" in capsys.readouterr().out
-    original, _ = ckpt.load_model(run)
-    imported, _ = ckpt.load_model(back)
-    from_pth, _ = ckpt.load_model(reference)
-    for name, value in original.state_dict().items():
-        assert torch.equal(imported.state_dict()[name], value), name
-        assert torch.equal(from_pth.state_dict()[name], value), name
-
-
-def test_cli_help_and_bad_arguments_are_one_line(store, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("MCN_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--help"])
-    out = capsys.readouterr().out
-    assert exit_info.value.code == 0 and "torchrun" in out and "convert-checkpoint" in out
-    cases = [
-        (["--store", str(tmp_path / "missing"), "--out", str(tmp_path / "r")], "missing"),
-        (["--out", str(tmp_path / "r")], "--store"),
-        (["--store", str(store), "--out", str(tmp_path / "r"), "--batch-videos", "0"], "batch_videos"),
-        (
-            ["--store", str(store), "--out", str(tmp_path / "r"), "--preset", "tiny", "--batch-videos", "64"],
-            "batch size",
-        ),
-        (["convert-checkpoint", str(tmp_path / "nothing"), str(tmp_path / "x.pth")], "does not exist"),
-    ]
-    for args, needle in cases:
-        assert main(["train", *args]) == 2
-        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mcn train: error:"), lines

@@ -12,8 +12,9 @@ Layout::
       latest            text file naming the newest complete step folder
 
 Every ``.pt`` file holds only tensors and plain containers of numbers and strings, so everything loads with
-``torch.load(weights_only=True)``. A folder is written under a temporary name and renamed when complete, then
-``latest`` is replaced by rename, then folders beyond the newest ``keep_last`` are deleted.
+``torch.load(weights_only=True)`` (:func:`mcn.train.tensor_files.load_tensor_file`: a file that does not is
+refused in one line). A folder is written under a temporary name and renamed when complete, then ``latest`` is
+replaced by rename, then folders beyond the newest ``keep_last`` are deleted.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcn.configs import config_from_dict, write_json_atomic
+from mcn.configs import config_from_dict, config_to_dict, write_json_atomic
 from mcn.errors import MCNError
+from mcn.train.config import TrainConfig
 from mcn.train.model import MCNModel, ModelConfig
+from mcn.train.tensor_files import load_tensor_file
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -144,8 +147,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MCNError(f"{path} is missing; the checkpoint folder is incomplete") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MCNError(f"{path} is not valid JSON; the checkpoint folder is damaged") from None
+    if not isinstance(data, dict):
+        raise MCNError(f"{path} does not hold a JSON object; the checkpoint folder is damaged")
+    return data
+
+
 def read_meta(folder: Path) -> dict:
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = _read_json(folder / "meta.json")
     if meta.get("format_version") != FORMAT_VERSION:
         raise MCNError(
             f"{folder} has checkpoint format {meta.get('format_version')}; this mcn reads {FORMAT_VERSION}"
@@ -155,23 +170,26 @@ def read_meta(folder: Path) -> dict:
 
 def load_training_state(folder: Path, rank: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Everything a resumed run needs: model, trainer state, this rank's random states, meta and config."""
-    read_meta(folder)
+    meta = read_meta(folder)
     rng_file = folder / f"rng-rank-{rank}.pt"
     if not rng_file.exists():
         raise MCNError(
             f"{folder} has no random state for rank {rank}; resume with the same number of processes"
         )
     return {
-        "model": torch.load(folder / "model.pt", map_location=map_location, weights_only=True),
-        "trainer": torch.load(folder / "trainer.pt", map_location=map_location, weights_only=True),
-        "rng": torch.load(rng_file, map_location="cpu", weights_only=True),
-        "meta": read_meta(folder),
-        "config": json.loads((folder / "config.json").read_text()),
+        "model": load_tensor_file(folder / "model.pt", map_location),
+        "trainer": load_tensor_file(folder / "trainer.pt", map_location),
+        "rng": load_tensor_file(rng_file),
+        "meta": meta,
+        "config": _read_json(folder / "config.json"),
     }
 
 
 def model_config_of(folder: Path) -> ModelConfig:
-    return config_from_dict(ModelConfig, json.loads((folder / "config.json").read_text())["model"])
+    config = _read_json(folder / "config.json")
+    if not isinstance(config.get("model"), dict):
+        raise MCNError(f"{folder / 'config.json'} has no model section; the checkpoint folder is damaged")
+    return config_from_dict(ModelConfig, config["model"])
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MCNModel, ModelConfig]:
@@ -182,8 +200,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MC
     else:
         folder = resolve_checkpoint(path)
         read_meta(folder)
+        state = load_tensor_file(folder / "model.pt")
         model = MCNModel(model_config_of(folder))
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError):
+            raise MCNError(
+                f"{folder / 'model.pt'} does not hold the weights of the model its config.json describes"
+            ) from None
     return model.to(device).eval(), model.config
 
 
@@ -210,8 +234,5 @@ def convert_checkpoint(source: str | Path, target: str | Path, to: str | None = 
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.reference_state_dict(), target)
     else:
-        from mcn.configs import config_to_dict
-        from mcn.train.config import TrainConfig
-
         save_model_only(model, target, config_to_dict(TrainConfig(model=model.config)))
     return direction

@@ -1,17 +1,24 @@
-"""``mcn train``: train MCN on a feature store (one process, torchrun or Ray Train), or convert checkpoints."""
+"""``mcn train``: train MCN on a feature store (one process, torchrun or Ray Train), or convert checkpoints.
+
+The config starts from ``--preset`` (with ``--resume``, from the run's saved ``config.json``); the flags of the
+shared vocabulary (:mod:`mcn.options`) and then ``--set section.key=value`` items are applied to it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+import logging
 from pathlib import Path
 
+from mcn import options
 from mcn.configs import config_from_dict
 from mcn.errors import MCNError
 from mcn.train import config as presets
 from mcn.train import model as model_presets
 from mcn.train.config import PRECISIONS, TrainConfig
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "Train MCN on a feature store made by `mcn extract`, or convert checkpoints to/from the reference format."
@@ -19,6 +26,7 @@ DESCRIPTION = (
 EPILOG = """examples:
   mcn train --store store/ --out runs/demo --preset demo_cpu
   mcn train --store store/ --out runs/mcn --preset reference --precision bf16
+  mcn train --store store/ --out runs/mcn --set optim.lr=3e-4 --set kmeans.fit_every=10
   mcn train --store store/ --out runs/mcn --resume                 # continue a stopped run
   torchrun --nproc-per-node 4 -m mcn.train --store store/ --out runs/mcn
   mcn train --ray --num-workers 4 --store store/ --out runs/mcn    # Ray Train (local Ray, or --address)
@@ -26,20 +34,44 @@ EPILOG = """examples:
   mcn train convert-checkpoint MCN_release.pth runs/imported --to mcn
 """
 
-# flag -> (config section, field); applied on top of the preset (or of the saved config when resuming)
-OVERRIDES = {
-    "epochs": ("schedule", "epochs"),
-    "max_steps": ("schedule", "max_steps"),
-    "warmup_steps": ("schedule", "warmup_steps"),
-    "batch_videos": ("data", "batch_videos"),
-    "clips_per_video": ("data", "num_clips"),
-    "loader_workers": ("data", "num_workers"),
-    "lr": ("optim", "lr"),
-    "grad_clip": ("optim", "grad_clip"),
-    "precision": ("precision", "dtype"),
-    "num_clusters": ("kmeans", "num_clusters"),
-    "checkpoint_every": ("checkpoint", "every_steps"),
-    "keep_last": ("checkpoint", "keep_last"),
+
+def _store_folder(text: str) -> str:
+    if not Path(text).is_dir():
+        raise ValueError("does not exist; make one with `mcn extract VIDEOS --out STORE`")
+    return str(Path(text).resolve())
+
+
+def _model_preset(name: str):  # -> ModelConfig
+    return model_presets.PRESETS[name]()
+
+
+# flag -> dotted config path; applied to the preset (or to the saved config when resuming), before --set
+BINDINGS = {
+    options.Flag(
+        "--model", "model size preset (default: the recipe's)", choices=tuple(sorted(model_presets.PRESETS))
+    ): ("model", _model_preset),
+    options.STORE: ("data.store", _store_folder),
+    options.DEVICE.described(
+        "auto (a GPU when there is one), cpu, cuda (each process's local GPU) or cuda:N "
+        "(default: the preset's: auto for reference, cpu for the CPU recipes)"
+    ): "device",
+    options.SEED: "seed",
+    options.Flag("--epochs", "passes over the store", "N"): "schedule.epochs",
+    options.MAX_STEPS.described("stop after this many steps (the cosine ends there)"): "schedule.max_steps",
+    options.Flag("--warmup-steps", "steps of linear learning-rate warm-up", "N"): "schedule.warmup_steps",
+    options.BATCH_VIDEOS: "data.batch_videos",
+    options.NUM_CLIPS: "data.num_clips",
+    options.NUM_LOADER_WORKERS: "data.num_workers",
+    options.Flag("--lr", "Adam learning rate", "LR"): "optim.lr",
+    options.Flag("--grad-clip", "max gradient norm (0 = off)", "NORM"): "optim.grad_clip",
+    options.Flag(
+        "--precision", "autocast dtype (fp16 adds loss scaling; GPUs only)", choices=PRECISIONS
+    ): "precision.dtype",
+    options.Flag("--compile", "torch.compile the model", switch=True): "precision.compile",
+    options.Flag("--num-clusters", "k-means clusters K", "K"): "kmeans.num_clusters",
+    options.Flag("--checkpoint-every", "steps between checkpoints", "N"): "checkpoint.every_steps",
+    options.Flag("--keep-last", "checkpoints to keep", "N"): "checkpoint.keep_last",
+    options.NO_PROGRESS: "logging.progress",
 }
 
 
@@ -56,83 +88,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--to", choices=("reference", "mcn"), help="default: mcn for a .pth input, else reference"
     )
 
-    parser.add_argument("--store", help="feature store folder (made by `mcn extract`)")
-    parser.add_argument("--out", help="run folder: config.json, metrics, TensorBoard, checkpoints/")
+    options.add_preset_and_set(parser, presets.PRESETS, "reference")
+    options.add_flags(parser, BINDINGS)
+    # how the run is launched, not what it trains: these are not part of the saved config
     parser.add_argument(
-        "--preset",
-        choices=sorted(presets.PRESETS),
-        default="reference",
-        help="training recipe (default: reference)",
+        options.OUT.name,
+        metavar="RUN",
+        help="run folder: config.json, metrics, TensorBoard, checkpoints/",
     )
     parser.add_argument(
-        "--model", choices=sorted(model_presets.PRESETS), help="model size preset (default: the recipe's)"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its latest checkpoint, with its saved config (flags still apply)",
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
-    )
-    parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), help="default: the recipe's (auto = GPU if any)"
-    )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (the cosine ends there)")
-    parser.add_argument("--warmup-steps", type=int)
-    parser.add_argument(
-        "--batch-videos", type=int, help="global batch in videos (each gives --clips-per-video clips)"
-    )
-    parser.add_argument("--clips-per-video", type=int)
-    parser.add_argument("--loader-workers", type=int, help="data-loader processes per rank")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--grad-clip", type=float, help="max gradient norm (0 = off)")
-    parser.add_argument("--precision", choices=PRECISIONS, help="autocast dtype (fp16 adds loss scaling)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--num-clusters", type=int, help="k-means clusters K")
-    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    parser.add_argument("--keep-last", type=int, help="checkpoints to keep")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--ray", action="store_true", help="run the training loop under Ray Train's TorchTrainer"
     )
-    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     parser.add_argument(
-        "--num-workers", type=int, default=1, help="Ray Train workers (processes; one GPU each if any)"
+        options.ADDRESS.name, metavar=options.ADDRESS.metavar, help=f"with --ray: {options.ADDRESS.help}"
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        metavar="N",
+        help="with --ray: Ray Train worker processes, one GPU each if any (default: 1)",
     )
 
 
-def _section_replace(config: TrainConfig, section: str, name: str, value) -> TrainConfig:
-    return replace(config, **{section: replace(getattr(config, section), **{name: value})})
+def _saved_config(run_dir: str) -> TrainConfig | None:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MCNError(f"{path} is not valid JSON; restore it or start a new run in another --out") from None
+    logger.info("resuming with the config saved in %s (the preset is not used)", path)
+    return config_from_dict(TrainConfig, data)
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    """The preset (or the saved config of a resumed run) with the flags given on the command line applied."""
-    saved = Path(args.out) / "config.json"
-    if args.resume and saved.exists():
-        config = config_from_dict(TrainConfig, json.loads(saved.read_text()))
-    else:
-        config = presets.PRESETS[args.preset]()
-        if args.model:
-            config = replace(config, model=model_presets.PRESETS[args.model]())
-    if args.store:
-        if not Path(args.store).is_dir():
-            raise MCNError(
-                f"store {args.store} does not exist; make one with `mcn extract VIDEOS --out STORE`"
-            )
-        config = _section_replace(config, "data", "store", str(Path(args.store).resolve()))
-    for flag, (section, name) in OVERRIDES.items():
-        value = getattr(args, flag)
-        if value is not None:
-            config = _section_replace(config, section, name, value)
-    if args.compile:
-        config = _section_replace(config, "precision", "compile", True)
-    if args.no_progress:
-        config = _section_replace(config, "logging", "progress", False)
-    if args.seed is not None:
-        config = replace(config, seed=args.seed)
-    if args.device:
-        config = replace(config, device=args.device)
+    """The preset (or the saved config of a resumed run) with the bound flags, then ``--set`` items, applied."""
+    base = _saved_config(args.out) if args.resume and args.out else None
+    config = options.build_config(presets.PRESETS, args, BINDINGS, base=base)
     if not config.data.store:
         raise MCNError("no feature store given; pass --store STORE (made by `mcn extract`)")
     return config
+
+
+def _train(config: TrainConfig, args: argparse.Namespace) -> dict | None:
+    """Train in this process (alone or as one torchrun rank) or on Ray Train; the summary on the first rank."""
+    if not args.ray:
+        if args.num_workers is not None or args.address is not None:
+            raise MCNError(
+                "--num-workers and --address are Ray Train settings: add --ray (with torchrun, the process "
+                "count is torchrun's --nproc-per-node; loader processes are --num-loader-workers)"
+            )
+        from mcn.train.distributed import close_distributed, init_distributed
+        from mcn.train.trainer import train
+
+        info = init_distributed(config.device)
+        try:
+            summary = train(config, args.out, args.resume, info)
+        finally:
+            close_distributed()
+        return summary if info.is_main else None
+    from mcn.train.ray_train import train_with_ray
+
+    num_workers = 1 if args.num_workers is None else args.num_workers
+    return train_with_ray(config, args.out, args.resume, num_workers, args.address)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,23 +170,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise MCNError("no run folder given; pass --out RUN")
-    config = build_config(args)
-    if args.ray:
-        from mcn.train.ray_train import train_with_ray
-
-        summary = train_with_ray(config, args.out, args.resume, args.num_workers, args.address)
-    else:
-        from mcn.train.distributed import close_distributed, init_distributed
-        from mcn.train.trainer import train
-
-        info = init_distributed(config.device)
-        try:
-            summary = train(config, args.out, args.resume, info)
-        finally:
-            close_distributed()
-        if not info.is_main:
-            return 0
-    print(
-        f"trained {summary['steps']} steps, final loss {summary['loss']:.4f}; checkpoint {summary['checkpoint']}"
-    )
+    summary = _train(build_config(args), args)
+    if summary is not None:
+        print(
+            f"trained {summary['steps']} steps, final loss {summary['loss']:.4f}; checkpoint {summary['checkpoint']}"
+        )
     return 0

@@ -1,23 +1,27 @@
-"""The training job's typed config: nested dataclasses validated on construction, and named presets.
+"""The training job's typed config: frozen, keyword-only nested dataclasses validated on construction, and presets.
 
 Presets: :func:`reference` (the spec's recipe), :func:`demo_cpu` (a few-minute CPU run on the sample corpus),
-:func:`sample_tiny` (the same for the tiny sample corpus) and :func:`tiny` (tests). The word-vector size is resolved from the store's word table when training starts
-(:func:`resolve_for_store`), so a GloVe-50 store trains a 50-d text branch without editing the preset.
+:func:`sample_tiny` (the same for the tiny sample corpus) and :func:`tiny` (tests). Change a preset with
+``dataclasses.replace`` or :func:`mcn.configs.apply_overrides` (``{"optim.lr": 3e-4}``). The word-vector size is
+resolved from the store's word table when training starts (:func:`resolve_for_store`), so a GloVe-50 store
+trains a 50-d text branch without editing the preset.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
+from mcn.errors import MCNError
 from mcn.train import model as model_presets
 from mcn.train.clips import ClipOptions
 from mcn.train.model import ModelConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Where clips come from and how they are cut. ``batch_videos`` is the global batch (all ranks together)."""
 
@@ -33,18 +37,25 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.batch_videos < 1:
-            raise ValueError(f"data.batch_videos must be >= 1, got {self.batch_videos}")
+            raise MCNError(f"data.batch_videos must be >= 1, got {self.batch_videos}")
         if self.num_workers < 0 or self.prefetch_factor < 1:
-            raise ValueError("data.num_workers must be >= 0 and data.prefetch_factor >= 1")
+            raise MCNError(
+                f"data.num_workers must be >= 0 and data.prefetch_factor >= 1, got {self.num_workers} and "
+                f"{self.prefetch_factor}"
+            )
         self.clip_options()  # validates the clip fields
 
     def clip_options(self) -> ClipOptions:
         return ClipOptions(
-            self.num_clips, self.min_time, self.max_frames, self.max_words, self.clamp_audio_start
+            num_clips=self.num_clips,
+            min_time=self.min_time,
+            max_frames=self.max_frames,
+            max_words=self.max_words,
+            clamp_audio_start=self.clamp_audio_start,
         )
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -54,16 +65,17 @@ class OptimConfig:
     fused: bool = False  # fused Adam kernel (CUDA only)
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
+        object.__setattr__(self, "betas", tuple(self.betas))
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
-            raise ValueError(
-                "optim.lr and optim.eps must be > 0; optim.weight_decay and optim.grad_clip >= 0"
+            raise MCNError(
+                "optim.lr and optim.eps must be > 0; optim.weight_decay and optim.grad_clip >= 0 (got lr="
+                f"{self.lr}, eps={self.eps}, weight_decay={self.weight_decay}, grad_clip={self.grad_clip})"
             )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+            raise MCNError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
     """Linear warm-up then half-cosine to 0 over all steps, stepped per iteration."""
 
@@ -73,10 +85,13 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.warmup_steps < 0 or self.max_steps < 0:
-            raise ValueError("schedule.epochs must be >= 1, warmup_steps and max_steps >= 0")
+            raise MCNError(
+                "schedule.epochs must be >= 1, schedule.warmup_steps and schedule.max_steps >= 0 (got "
+                f"{self.epochs}, {self.warmup_steps}, {self.max_steps})"
+            )
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class KMeansConfig:
     """Online k-means on the fused embeddings (the spec's clustering loss)."""
 
@@ -91,12 +106,14 @@ class KMeansConfig:
 
     def __post_init__(self) -> None:
         if self.num_clusters < 1 or self.queue_steps < 0 or self.fit_every < 1 or self.max_iter < 1:
-            raise ValueError("kmeans.num_clusters, fit_every and max_iter must be >= 1; queue_steps >= 0")
+            raise MCNError(
+                "kmeans.num_clusters, kmeans.fit_every and kmeans.max_iter must be >= 1, kmeans.queue_steps >= 0"
+            )
         if self.tol < 0 or self.weight < 0:
-            raise ValueError("kmeans.tol and kmeans.weight must be >= 0")
+            raise MCNError(f"kmeans.tol and kmeans.weight must be >= 0, got {self.tol} and {self.weight}")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PrecisionConfig:
     dtype: str = "fp16"  # autocast dtype; fp16 uses a GradScaler
     tf32: bool = True
@@ -105,10 +122,10 @@ class PrecisionConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in PRECISIONS:
-            raise ValueError(f"precision.dtype must be one of {PRECISIONS}, got {self.dtype!r}")
+            raise MCNError(f"precision.dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CheckpointConfig:
     every_steps: int = 1000  # also saved at the end of the run
     keep_last: int = 3
@@ -116,10 +133,13 @@ class CheckpointConfig:
 
     def __post_init__(self) -> None:
         if self.every_steps < 1 or self.keep_last < 1:
-            raise ValueError("checkpoint.every_steps and checkpoint.keep_last must be >= 1")
+            raise MCNError(
+                f"checkpoint.every_steps and checkpoint.keep_last must be >= 1, got {self.every_steps} and "
+                f"{self.keep_last}"
+            )
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     every_steps: int = 10  # JSONL / TensorBoard interval
     progress: bool = True  # tqdm bar on rank 0
@@ -128,10 +148,10 @@ class LoggingConfig:
 
     def __post_init__(self) -> None:
         if self.every_steps < 1:
-            raise ValueError("logging.every_steps must be >= 1")
+            raise MCNError(f"logging.every_steps must be >= 1, got {self.every_steps}")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=model_presets.reference)
@@ -142,16 +162,26 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 1
-    device: str = "auto"  # auto = the local GPU if there is one
+    device: str = "auto"  # auto = the local GPU if there is one; cpu, cuda (each rank's local GPU), cuda:N
     # Batch-norm statistics over the global batch (GPUs only). Off = per-rank statistics, as the reference's
     # DataParallel replicas computed them.
     sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise MCNError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.kmeans.enabled and self.kmeans.queue_steps and self.data.num_clips < 2:
-            raise ValueError("the k-means queue keeps half of each video's clips; use data.num_clips >= 2")
+            raise MCNError(
+                "the k-means queue keeps half of each video's clips; use data.num_clips >= 2 (--num-clips) "
+                "or kmeans.queue_steps=0"
+            )
+        clips_per_batch = self.data.batch_videos * self.data.num_clips
+        if self.kmeans.enabled and self.kmeans.num_clusters > clips_per_batch:
+            raise MCNError(
+                f"kmeans.num_clusters {self.kmeans.num_clusters} exceeds the {clips_per_batch} clips of a global "
+                "batch (data.batch_videos x data.num_clips), which every epoch's first fit starts from; lower "
+                "--num-clusters or raise --batch-videos / --num-clips"
+            )
 
 
 def reference() -> TrainConfig:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mcn.errors import MCNError
 from mcn.store import SHARD_DIR, StoreReader, WordTable, read_shard_video, read_words, shard_caption_counts
 from mcn.train.clips import ClipOptions, sample_video_clips
 
@@ -60,8 +61,9 @@ def build_index(store: str | Path) -> VideoIndex:
         path = reader.root / SHARD_DIR / shard["name"]
         counts = shard_caption_counts(path)
         if len(counts) != len(shard["video_ids"]):
-            raise ValueError(
-                f"{path} holds {len(counts)} videos but the manifest lists {len(shard['video_ids'])}"
+            raise MCNError(
+                f"{path} holds {len(counts)} videos but the manifest lists {len(shard['video_ids'])}; "
+                "check the store with `mcn store verify`"
             )
         shard_paths.append(path)
         for row_group, (video_id, count) in enumerate(zip(shard["video_ids"], counts)):
@@ -168,7 +170,7 @@ class TrainLoader:
         index: VideoIndex | None = None,
     ):
         if global_batch_videos % world_size:
-            raise ValueError(
+            raise MCNError(
                 f"batch of {global_batch_videos} videos does not split over {world_size} ranks; "
                 "use a multiple of the number of processes"
             )
@@ -177,7 +179,7 @@ class TrainLoader:
             self.index, store, options, global_batch_videos // world_size, rank, world_size, seed
         )
         if self.dataset.num_batches() == 0:
-            raise ValueError(
+            raise MCNError(
                 f"the store has {len(self.index)} videos with captions, fewer than one batch of "
                 f"{global_batch_videos}; lower the batch size (--batch-videos) or add videos"
             )
@@ -217,7 +219,7 @@ class TrainLoader:
         for key in ("seed", "world_size", "num_videos"):
             mine = self.state_dict()[key]
             if int(state[key]) != mine:
-                raise ValueError(
+                raise MCNError(
                     f"cannot resume the data order: the checkpoint has {key}={state[key]}, this run has {mine}; "
                     "resume with the same store, seed and number of processes"
                 )

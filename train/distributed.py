@@ -13,6 +13,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from mcn.errors import MCNError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,15 +32,29 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` = this rank's GPU when CUDA is available, else the CPU."""
+def pick_device(device: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``auto`` = this rank's GPU when CUDA is available, else the CPU; ``cuda`` = this rank's GPU;
+    ``cuda:N`` = GPU N (one process only: with several ranks each takes its local GPU)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
+    if not device.startswith("cuda"):
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        raise MCNError(f"device {device!r} was asked for but no GPU is visible; use --device cpu or auto")
+    chosen = torch.device(device)
+    if chosen.index is None:
+        chosen = torch.device("cuda", local_rank)
+    elif world_size > 1:
+        raise MCNError(
+            f"--device {device} names one GPU, but this run has {world_size} processes; use --device cuda "
+            "(each process takes its local GPU) and pick GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    if chosen.index >= torch.cuda.device_count():
+        raise MCNError(
+            f"GPU {chosen.index} was asked for but {torch.cuda.device_count()} are visible "
+            f"(process {local_rank} on this machine); use a smaller index or fewer processes per machine"
+        )
+    return chosen
 
 
 def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
@@ -46,12 +62,12 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     if dist.is_available() and dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        chosen = pick_device(device, local_rank)
+        chosen = pick_device(device, local_rank, world_size)
     else:
         world_size = int(os.environ.get("WORLD_SIZE", 1))
         rank = int(os.environ.get("RANK", 0))
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        chosen = pick_device(device, local_rank)
+        chosen = pick_device(device, local_rank, world_size)
         if world_size > 1:
             backend = "nccl" if chosen.type == "cuda" else "gloo"
             extra = {"device_id": chosen} if chosen.type == "cuda" else {}

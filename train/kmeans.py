@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from mcn.errors import MCNError
+
 EMPTY_CLUSTER_RULES = ("zero", "keep")
 
 
@@ -134,8 +136,9 @@ class OnlineKMeans:
         """Full fit on ``points``, warm-started (or randomly initialised); returns the points' labels."""
         if self.centroids is None:
             if points_ND.shape[0] < self.num_clusters:
-                raise ValueError(
-                    f"cannot initialise {self.num_clusters} clusters from {points_ND.shape[0]} points"
+                raise MCNError(
+                    f"cannot initialise {self.num_clusters} clusters from {points_ND.shape[0]} points; lower "
+                    "kmeans.num_clusters (--num-clusters) or raise the batch"
                 )
             pick = torch.randperm(points_ND.shape[0], generator=self.generator)[: self.num_clusters]
             init = points_ND[pick.to(points_ND.device)]
@@ -158,7 +161,7 @@ class OnlineKMeans:
         if self.queue is None:
             self.queue = rows.new_zeros((self.queue_steps * rows.shape[0], rows.shape[1]))
         if self.queue.shape[0] != self.queue_steps * rows.shape[0]:
-            raise ValueError("the global batch size must stay constant while the k-means queue is in use")
+            raise MCNError("the global batch size must stay constant while the k-means queue is in use")
         self.queue = torch.cat([rows, self.queue[: -rows.shape[0]]])
         self.num_queued_steps = min(self.num_queued_steps + 1, self.queue_steps)
 

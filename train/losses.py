@@ -8,40 +8,32 @@ float32.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_autograd
 import torch.nn.functional as F
 from torch import nn
 
-
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0. Backward sums every rank's gradient of the gathered tensor (a reduce-scatter)
-    and returns this rank's slice: with DDP's gradient averaging, parameter gradients then equal those of
-    one process computing the same loss on the concatenated batch."""
-
-    @staticmethod
-    def forward(ctx, x_ND: torch.Tensor) -> torch.Tensor:
-        world = dist.get_world_size()
-        ctx.rank, ctx.rows = dist.get_rank(), x_ND.shape[0]
-        parts = [torch.empty_like(x_ND) for _ in range(world)]
-        dist.all_gather(parts, x_ND.contiguous())
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad_MD: torch.Tensor) -> torch.Tensor:
-        grad_MD = grad_MD.contiguous()
-        dist.all_reduce(grad_MD)
-        return grad_MD[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+# Recent PyTorch marks this autograd all-gather deprecated in favour of a private module whose gradient support
+# varies across the supported versions (>= 2.4); the call is the same in all of them.
+warnings.filterwarnings(
+    "ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated", category=FutureWarning
+)
 
 
 def gather_with_grad(x_ND: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` over all ranks (rank order), keeping the gradient path; identity in one process.
 
-    Every rank must pass the same number of rows.
+    The backward of ``torch.distributed.nn.functional.all_gather`` reduce-scatters the gathered gradient, so
+    each rank gets the sum over ranks of the gradient of its own rows: with DDP's gradient averaging, parameter
+    gradients then equal those of one process computing the same loss on the concatenated batch. Every rank
+    must pass the same number of rows.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x_ND
-    return _GatherWithGrad.apply(x_ND)
+    return torch.cat(dist_autograd.all_gather(x_ND), dim=0)
 
 
 def masked_margin_softmax(sim_NN: torch.Tensor, margin: float = 0.001) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Shapes: B clips, D embed_dim, L words, W word_dim, T log-mel frames, F mel bins (40).
 Everything follows the reference (`model_kmeans_ICCV.py`, `model_davenet.py`); the audio trunk and the
-mapping to the reference's parameter names live in `mcn.train.audio_net` and `mcn.train.reference_weights`.
+mapping to the reference's parameter names live in `mcn.train.audio_net` and `mcn.train.reference_weights`
+(both below this module).
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcn.errors import MCNError
 from mcn.train.audio_net import ResDAVEnet
+from mcn.train.reference_weights import (
+    from_reference,
+    read_reference_checkpoint,
+    reference_sizes,
+    strip_prefixes,
+    to_reference,
+)
 
 AUDIO_CONV_KINDS = ("2d", "1d")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Sizes of the MCN model. ``reference()`` is the released model (about 224 M parameters).
 
@@ -54,28 +63,26 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in ("embed_dim", "video_dim", "word_dim", "audio_mel_bins", "recon_hidden"):
             if getattr(self, name) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        self.audio_widths = tuple(self.audio_widths)
-        self.audio_layers = tuple(self.audio_layers)
+                raise MCNError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        object.__setattr__(self, "audio_widths", tuple(self.audio_widths))
+        object.__setattr__(self, "audio_layers", tuple(self.audio_layers))
         if len(self.audio_widths) != len(self.audio_layers) or not self.audio_widths:
-            raise ValueError(
-                f"ModelConfig.audio_widths {self.audio_widths} and audio_layers {self.audio_layers} must be "
+            raise MCNError(
+                f"model.audio_widths {self.audio_widths} and model.audio_layers {self.audio_layers} must be "
                 "non-empty and of equal length (one width and one block count per stage)"
             )
         if min(self.audio_widths) < 1 or min(self.audio_layers) < 1:
-            raise ValueError("ModelConfig.audio_widths and audio_layers must be positive")
+            raise MCNError("model.audio_widths and model.audio_layers must be positive")
         if self.audio_kernel < 1 or self.audio_kernel % 2 == 0:
-            raise ValueError(f"ModelConfig.audio_kernel must be odd and positive, got {self.audio_kernel}")
+            raise MCNError(f"model.audio_kernel must be odd and positive, got {self.audio_kernel}")
         if self.audio_conv not in AUDIO_CONV_KINDS:
-            raise ValueError(
-                f"ModelConfig.audio_conv must be one of {AUDIO_CONV_KINDS}, got {self.audio_conv!r}"
-            )
+            raise MCNError(f"model.audio_conv must be one of {AUDIO_CONV_KINDS}, got {self.audio_conv!r}")
         if self.audio_channels_last and self.audio_conv != "2d":
-            raise ValueError(
-                "ModelConfig.audio_channels_last needs audio_conv='2d' (1-D tensors have no such format)"
+            raise MCNError(
+                "model.audio_channels_last needs model.audio_conv='2d' (1-D tensors have no such format)"
             )
         if self.reconstruction_weight < 0:
-            raise ValueError("ModelConfig.reconstruction_weight must be >= 0")
+            raise MCNError(f"model.reconstruction_weight must be >= 0, got {self.reconstruction_weight}")
 
 
 def reference() -> ModelConfig:
@@ -233,26 +240,29 @@ class MCNModel(nn.Module):
     # -- reference weights -------------------------------------------------------------------------------
     def reference_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under the reference's parameter names and shapes."""
-        from mcn.train.reference_weights import to_reference
-
-        return to_reference(self.state_dict(), self.config)
+        if self.config.video_batchnorm:
+            raise MCNError(
+                "a model with video_batchnorm=True has no reference layout (the reference feeds the video "
+                "features to its gate as they are); keep this project's checkpoint format for it"
+            )
+        return to_reference(self.state_dict())
 
     @classmethod
     def from_reference_state_dict(
         cls, state_dict: dict[str, torch.Tensor], config: ModelConfig | None = None
     ) -> MCNModel:
         """Build a model from a reference state dict; ``config`` defaults to the sizes read from its shapes."""
-        from mcn.train.reference_weights import config_from_reference, from_reference, strip_prefixes
-
         state_dict = strip_prefixes(state_dict)
-        config = config if config is not None else config_from_reference(state_dict)
+        config = config if config is not None else ModelConfig(**reference_sizes(state_dict))
+        if config.video_batchnorm:
+            raise MCNError(
+                "reference checkpoints hold no video BatchNorm: load them with video_batchnorm=False"
+            )
         model = cls(config)
-        model.load_state_dict(from_reference(state_dict, config))
+        model.load_state_dict(from_reference(state_dict, model.state_dict()))
         return model
 
     @classmethod
     def load_reference_checkpoint(cls, path: str | Path, config: ModelConfig | None = None) -> MCNModel:
         """Load a released MCN ``.pth`` (a plain state dict, optionally with ``module.`` prefixes)."""
-        from mcn.train.reference_weights import read_reference_checkpoint
-
         return cls.from_reference_state_dict(read_reference_checkpoint(path), config)

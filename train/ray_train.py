@@ -7,10 +7,12 @@ which must be on storage every worker can reach (a shared filesystem on a multi-
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 from mcn.configs import config_from_dict, config_to_dict
+from mcn.errors import MCNError
 from mcn.train.checkpoint import latest_checkpoint, read_meta
 from mcn.train.config import TrainConfig
 from mcn.train.run_log import read_metrics
@@ -23,6 +25,8 @@ def _worker_loop(loop_config: dict) -> None:
     from mcn.train.distributed import DistInfo
     from mcn.train.trainer import train
 
+    # a worker process starts with Python's default logging; log like the driver does
+    logging.basicConfig(level=loop_config["log_level"], format="%(levelname)s %(name)s: %(message)s")
     context = ray.train.get_context()
     info = DistInfo(
         rank=context.get_world_rank(),
@@ -43,7 +47,7 @@ def train_with_ray(
     from ray.train.torch import TorchTrainer
 
     if num_workers < 1:
-        raise ValueError(f"--num-workers must be >= 1, got {num_workers}")
+        raise MCNError(f"--num-workers must be >= 1, got {num_workers}")
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
     try:
         use_gpu = config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
@@ -51,7 +55,12 @@ def train_with_ray(
         run_dir = Path(run_dir).resolve()
         trainer = TorchTrainer(
             _worker_loop,
-            train_loop_config={"config": config_to_dict(config), "run_dir": str(run_dir), "resume": resume},
+            train_loop_config={
+                "config": config_to_dict(config),
+                "run_dir": str(run_dir),
+                "resume": resume,
+                "log_level": logging.getLogger().getEffectiveLevel(),
+            },
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
             run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent / ".ray")),
         )

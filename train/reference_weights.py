@@ -6,16 +6,21 @@ The released checkpoint is a plain state dict of the reference's ``Net`` (``mode
 ``DAVEnet_projection.*``, ``text_pooling_caption.fc.*``, ``GU_text_captions.*``, ``recon_{v,a,t}.{0,2}.*``.
 It also holds ``DAVEnet.batchnorm1.*``, a BatchNorm the reference defines but never calls: it is dropped on
 load and written back with its untouched initial values.
+
+The mapping works on state dicts alone (it sits below `mcn.train.model`, which calls it); the sizes read from a
+reference state dict come back as `ModelConfig` keyword arguments (:func:`reference_sizes`).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mcn.errors import MCNError
+from mcn.train.tensor_files import load_tensor_file
 
 _PREFIXES = (
     ("video_gate.", "GU_video."),
@@ -59,13 +64,6 @@ def reference_name(name: str) -> str:
     raise KeyError(f"no reference name for parameter {name!r}")
 
 
-def _our_state_shapes(config) -> dict[str, torch.Size]:
-    from mcn.train.model import MCNModel
-
-    with torch.device("meta"):
-        return {k: v.shape for k, v in MCNModel(config).state_dict().items()}
-
-
 def _reference_shape(name: str, shape: torch.Size) -> tuple[int, ...]:
     """Conv weights are 4-D in the reference; 3-D (Conv1d) weights gain the unit frequency axis."""
     if len(shape) != 3:
@@ -75,13 +73,8 @@ def _reference_shape(name: str, shape: torch.Size) -> tuple[int, ...]:
     return (shape[0], shape[1], 1, shape[2])
 
 
-def to_reference(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+def to_reference(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename (and for Conv1d weights reshape) our state dict into the reference's layout."""
-    if config.video_batchnorm:
-        raise MCNError(
-            "a model with video_batchnorm=True has no reference layout (the reference feeds the video features "
-            "to its gate as they are); keep this project's checkpoint format for it"
-        )
     out = {}
     for name, tensor in state_dict.items():
         ref = reference_name(name)
@@ -90,12 +83,12 @@ def to_reference(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch
     return out
 
 
-def from_reference(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`to_reference` for a model of ``config``; raises MCNError on any mismatch."""
-    if config.video_batchnorm:
-        raise MCNError("reference checkpoints hold no video BatchNorm: load them with video_batchnorm=False")
-    shapes = _our_state_shapes(config)
-    wanted = {reference_name(name): name for name in shapes}
+def from_reference(
+    state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`to_reference`: ``state_dict`` under the names and shapes of ``target`` (the state
+    dict of the model to fill); raises MCNError on any mismatch."""
+    wanted = {reference_name(name): name for name in target}
     given = {k: v for k, v in state_dict.items() if k not in _UNUSED_INPUT_BN}
     missing = sorted(set(wanted) - set(given))
     unexpected = sorted(set(given) - set(wanted))
@@ -106,15 +99,13 @@ def from_reference(state_dict: dict[str, torch.Tensor], config) -> dict[str, tor
         )
     out = {}
     for ref, name in wanted.items():
-        tensor = given[ref]
-        if tensor.numel() != shapes[name].numel() or tuple(tensor.shape) != _reference_shape(
-            ref, shapes[name]
-        ):
+        tensor, shape = given[ref], target[name].shape
+        if tensor.numel() != shape.numel() or tuple(tensor.shape) != _reference_shape(ref, shape):
             raise MCNError(
                 f"checkpoint tensor {ref} has shape {tuple(tensor.shape)}, the model expects "
-                f"{_reference_shape(ref, shapes[name])}; pass a ModelConfig with matching sizes"
+                f"{_reference_shape(ref, shape)}; pass a ModelConfig with matching sizes"
             )
-        out[name] = tensor.reshape(shapes[name])
+        out[name] = tensor.reshape(shape)
     return out
 
 
@@ -128,10 +119,8 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def config_from_reference(state_dict: dict[str, torch.Tensor]):
-    """The `ModelConfig` whose sizes match a reference state dict."""
-    from mcn.train.model import ModelConfig
-
+def reference_sizes(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The `ModelConfig` keyword arguments whose sizes match a reference state dict."""
     required = (
         "GU_video.fc.weight",
         "text_pooling_caption.fc.weight",
@@ -155,7 +144,7 @@ def config_from_reference(state_dict: dict[str, torch.Tensor]):
             "unsupported audio trunk in checkpoint: the stem width must equal the first stage's width"
         )
     recon = "recon_v.0.weight" in state_dict
-    return ModelConfig(
+    return dict(
         embed_dim=int(embed_dim),
         video_dim=int(video_dim),
         word_dim=int(state_dict["text_pooling_caption.fc.weight"].shape[1]),
@@ -169,14 +158,11 @@ def config_from_reference(state_dict: dict[str, torch.Tensor]):
 
 
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a reference ``.pth`` safely (``weights_only=True``); accepts a bare state dict or one under "net"."""
+    """Read a reference ``.pth`` safely (tensors only); accepts a bare state dict or one under "net"."""
     path = Path(path)
     if not path.is_file():
         raise MCNError(f"reference checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MCNError(f"cannot read {path} as a PyTorch state dict ({type(exc).__name__}: {exc})") from exc
+    data = load_tensor_file(path)
     if isinstance(data, dict) and isinstance(data.get("net"), dict):
         data = data["net"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

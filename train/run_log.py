@@ -63,14 +63,6 @@ class RunLog:
         if self._bar is not None:
             self._bar.update(steps)
 
-    def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.write(text)
-        else:
-            print(text, flush=True)
-
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -8,6 +8,7 @@ batch), backward with DDP gradient averaging, clip (optional), Adam, warm-up + c
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import shutil
@@ -32,8 +33,17 @@ from mcn.train.losses import MCNLoss, fused_embedding
 from mcn.train.model import MCNModel
 from mcn.train.run_log import RunLog, plot_losses
 
+logger = logging.getLogger(__name__)
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 VIDEO_DIM = 4096  # 2048-d 2D + 2048-d 3D features (the store's fixed widths)
+# Settings a resumed run must share with its checkpoint (None: the whole section): the weights, the k-means
+# state and the queue's shape depend on them.
+RESUME_FIXED = {
+    "model": None,
+    "data": ("batch_videos", "num_clips"),
+    "kmeans": ("enabled", "num_clusters", "queue_steps"),
+}
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -216,8 +226,26 @@ def save_checkpoint(state: TrainState, run_dir: Path) -> Path:
     return final
 
 
+def resume_mismatches(saved: dict, config: TrainConfig) -> list[str]:
+    """``section.key saved -> now`` for every setting of :data:`RESUME_FIXED` that differs from the checkpoint's."""
+    current = config_to_dict(config)
+    found = []
+    for section, names in RESUME_FIXED.items():
+        theirs, mine = saved.get(section) or {}, current[section]
+        for name in names or mine:
+            if name in theirs and theirs[name] != mine[name]:
+                found.append(f"{section}.{name} {theirs[name]} -> {mine[name]}")
+    return found
+
+
 def restore(state: TrainState, folder: Path) -> None:
     saved = ckpt.load_training_state(folder, state.info.rank, map_location=state.info.device)
+    changed = resume_mismatches(saved["config"], state.config)
+    if changed:
+        raise MCNError(
+            f"cannot resume {folder} with other settings ({'; '.join(changed)}); drop the flags that change "
+            "them, or start a new run in another --out"
+        )
     state.model.load_state_dict(saved["model"])
     trainer = saved["trainer"]
     state.optimizer.load_state_dict(trainer["optimizer"])
@@ -266,10 +294,11 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.json")
     barrier(info)
+    if info.is_main:
+        for note in notes:
+            logger.info(note)
     log_cfg = config.logging
     log = RunLog(run_dir, info.is_main, state.total_steps, state.step, log_cfg.progress, log_cfg.tensorboard)
-    for note in notes:
-        log.message(f"mcn train: {note}")
     clips_per_step = config.data.batch_videos * config.data.num_clips
     last_time, last_step, terms = time.perf_counter(), state.step, {}
     try:

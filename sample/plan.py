@@ -11,31 +11,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mcn.sample_speech import SpeechSynthesizer, Utterance, Word, mix_soundtrack
-from mcn.sample_video import (
-    BACKGROUND_TINTS,
-    BACKGROUNDS,
-    CODEC_PROFILES,
-    COLOURS,
-    SHAPES,
-    StepScene,
-)
+from mcn.errors import MCNError
+from mcn.sample.captions import Word
+from mcn.sample.config import TEMPLATES, SampleCorpusConfig
+from mcn.sample.speech import SpeechSynthesizer, Utterance, mix_soundtrack
+from mcn.sample.video import BACKGROUND_TINTS, BACKGROUNDS, CODEC_PROFILES, COLOURS, SHAPES, StepScene
 
-if TYPE_CHECKING:
-    from mcn.sample_corpus import SampleCorpusConfig
-
-TEMPLATES = (
-    "now the {colour} {shape} {motion}",
-    "next the {colour} {shape} {motion} on the {background} background",
-    "watch as the {colour} {shape} {motion}",
-    "here a {colour} {shape} {motion} on a {background} background",
-    "then the {colour} {shape} {motion}",
-    "in this step the {colour} {shape} {motion}",
-)
 MOTION_PHRASES = {
     "left": ("slides to the left", "moves to the left"),
     "right": ("slides to the right", "glides to the right"),
@@ -107,7 +91,7 @@ class _StepChooser:
         if heldout:
             triples = [t for t in self.heldout_triples if _units(t) <= seen]
             if not triples:
-                raise ValueError("too few clean training videos to word any held-out step; use more videos")
+                raise MCNError("too few clean training videos to word any held-out step; use more videos")
         elif kind == "clean":
             fresh = [len(_units(t) - seen) for t in self.train_triples]
             most = max(fresh)

@@ -1,4 +1,4 @@
-"""Narration for the sample corpus: offline espeak-ng speech, the mixed soundtrack, and caption files.
+"""Narration for the sample corpus: offline espeak-ng speech and the mixed soundtrack.
 
 espeak-ng comes from the ``espeakng-loader`` wheel (the shared library and its data folder) and is driven
 through ctypes in synchronous mode, so each sentence yields its samples and per-word timings. The library
@@ -9,10 +9,7 @@ the same samples, whatever ran before in the process. Use one synthesizer from o
 
 from __future__ import annotations
 
-import csv
 import ctypes
-import io
-import json
 import re
 import shutil
 import tempfile
@@ -22,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from mcn.errors import MCNError
+from mcn.sample.captions import Word
+
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
 ESPEAK_RATE = 1
 EVENT_LIST_TERMINATED = 0
 EVENT_WORD = 1
-
-Word = tuple[
-    float, float, str
-]  # one spoken word: (start_s, end_s, word); caption writers take lists of sentences
 
 
 class _EspeakEvent(ctypes.Structure):
@@ -72,7 +68,7 @@ class SpeechSynthesizer:
         try:
             import espeakng_loader
         except ImportError as error:
-            raise ImportError("the sample corpus needs espeak-ng: pip install 'mcn[sample]'") from error
+            raise MCNError("the sample corpus needs espeak-ng: pip install 'mcn[sample]'") from error
         self._library_dir = tempfile.TemporaryDirectory(prefix="mcn-espeak-")
         private_copy = Path(self._library_dir.name) / "libespeak-ng.so"
         shutil.copyfile(espeakng_loader.get_library_path(), private_copy)
@@ -102,7 +98,7 @@ class SpeechSynthesizer:
 
     def __call__(self, text: str, voice: str = "en-us", words_per_minute: int = 170) -> Utterance:
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"espeak-ng has no voice {voice!r}; try 'en-us' or 'en+m3'")
+            raise MCNError(f"espeak-ng has no voice {voice!r}; try 'en-us' or 'en+m3'")
         self._lib.espeak_SetParameter(ESPEAK_RATE, int(words_per_minute), 0)
         self._chunks, self._word_events = [], []
         self._libc.srand(0)  # espeak-ng draws from libc's rand(), which the whole process shares
@@ -151,85 +147,3 @@ def write_wav(path: str | Path, track: np.ndarray, sample_rate: int) -> None:
         out.setsampwidth(2)
         out.setframerate(sample_rate)
         out.writeframes((track * 32767).astype("<i2").tobytes())
-
-
-def _timestamp(seconds: float, decimal: str = ".") -> str:
-    millis = int(round(seconds * 1000))
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
-
-
-def caption_lines(sentences: list[list[Word]], max_words: int = 6) -> list[list[Word]]:
-    """Split each sentence's timed words into display lines of at most ``max_words`` words."""
-    lines = []
-    for words in sentences:
-        num_lines = -(-len(words) // max_words)
-        per_line = -(-len(words) // num_lines)
-        lines += [words[i : i + per_line] for i in range(0, len(words), per_line)]
-    return lines
-
-
-def youtube_vtt(lines: list[list[Word]], hold: float = 1.0) -> str:
-    """WebVTT as YouTube's automatic captions write it: every line is shown twice, first being spoken
-    (word-timed ``<c>`` tags, under the previous line) and then as the top line of the next cue, with a 10 ms
-    cue between them that holds the finished line alone."""
-    out = ["WEBVTT", "Kind: captions", "Language: en", ""]
-    previous = " "
-    for i, line in enumerate(lines):
-        start, end = line[0][0], line[-1][1] + hold
-        if i + 1 < len(lines):
-            end = min(end, lines[i + 1][0][0] - 0.01)
-        spoken = line[0][2] + "".join(f"<{_timestamp(s)}><c> {w}</c>" for s, _, w in line[1:])
-        out += [f"{_timestamp(start)} --> {_timestamp(end)} align:start position:0%", previous, spoken, ""]
-        previous = " ".join(w for _, _, w in line)
-        out += [f"{_timestamp(end)} --> {_timestamp(end + 0.01)} align:start position:0%", previous, " ", ""]
-    return "\n".join(out)
-
-
-def srt(sentences: list[list[Word]]) -> str:
-    blocks = [
-        f"{i}\n{_timestamp(words[0][0], ',')} --> {_timestamp(words[-1][1], ',')}\n{' '.join(w for _, _, w in words)}\n"
-        for i, words in enumerate(sentences, start=1)
-    ]
-    return "\n".join(blocks)
-
-
-def _rows(sentences: list[list[Word]]) -> list[tuple[float, float, str]]:
-    return [(round(s[0][0], 3), round(s[-1][1], 3), " ".join(w for _, _, w in s)) for s in sentences]
-
-
-def howto100m_csv(sentences: list[list[Word]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["start", "end", "text"])
-    writer.writerows(_rows(sentences))
-    return buffer.getvalue()
-
-
-def howto100m_json(sentences: list[list[Word]]) -> str:
-    rows = _rows(sentences)
-    return json.dumps(
-        {"start": [r[0] for r in rows], "end": [r[1] for r in rows], "text": [r[2] for r in rows]}
-    )
-
-
-CAPTION_WRITERS = {
-    "vtt": lambda s: youtube_vtt(caption_lines(s)),
-    "srt": srt,
-    "csv": howto100m_csv,
-    "json": howto100m_json,
-}
-
-
-def broken_captions(fmt: str, sentences: list[list[Word]]) -> str:
-    """A caption file of format ``fmt`` damaged the way real downloads are (no parser can read it)."""
-    text = CAPTION_WRITERS[fmt](sentences)
-    if fmt == "vtt":  # header lost and timestamps mangled
-        return text.replace("WEBVTT\n", "").replace(":", ";").replace(" --> ", " -> ")
-    if fmt == "srt":  # the timing lines are garbage
-        return text.replace(" --> ", " ~~ ").replace(",", "#")
-    if fmt == "csv":  # a foreign header and non-numeric times
-        return "begin|finish|caption\n" + text.split("\n", 1)[1].replace(",", "|").replace(".", "h")
-    return text[: len(text) // 2]  # json cut off mid-file

@@ -2,7 +2,7 @@
 
 No Hugging Face Whisper checkpoint is available offline, so the module converts the CTranslate2 Whisper base
 that the pip packages carry (see :mod:`hf_whisper`) into one, checks the conversion against CTranslate2
-itself, and then runs :class:`mcn.pipeline.asr.TransformersAsr` on espeak-ng speech, next to faster-whisper.
+itself, and then runs :class:`mcn.extract.asr.TransformersAsr` on espeak-ng speech, next to faster-whisper.
 Nothing is downloaded: the Hugging Face hub is switched off for the whole module.
 """
 
@@ -21,8 +21,8 @@ import pytest
 from hf_whisper import convert_whisper, read_ct2_model
 
 from mcn.errors import MCNError
-from mcn.pipeline import asr
-from mcn.pipeline.config import AsrConfig
+from mcn.extract import asr
+from mcn.extract.asr import AsrConfig
 
 SR = asr.SAMPLE_RATE
 SENTENCE = "Slice the tomato and boil the pasta. Then stir the sauce with a wooden spoon."
@@ -63,7 +63,7 @@ def transformers_asr(hf_dir):
 
 @pytest.fixture(scope="module")
 def synth():
-    from mcn.sample_speech import SpeechSynthesizer
+    from mcn.sample.speech import SpeechSynthesizer
 
     return SpeechSynthesizer()
 
@@ -272,18 +272,10 @@ def test_noise_gets_no_invented_words_but_noisy_speech_is_heard(transformers_asr
 
 
 @pytest.mark.slow
-def test_build_asr_as_the_extraction_job_calls_it(hf_dir, speech):
-    """The AsrActor's call, with the language left to Whisper to detect."""
+def test_load_asr_as_the_extraction_calls_it(hf_dir, speech):
+    """What the AsrActor and VideoExtractor load, with the language left to Whisper to detect."""
     config = AsrConfig(enabled=True, backend="transformers", model_path=str(hf_dir), language=None)
-    model = asr.build_asr(
-        config.backend,
-        config.model_path,
-        "cpu",
-        config.compute_type,
-        config.language,
-        config.beam_size,
-        1,
-    )
+    model = asr.load_asr(config, "cpu", 1)
     assert isinstance(model, asr.TransformersAsr)
     assert model.generate_kwargs == {"task": "transcribe"}  # no language forced: detected per window
     captions = model(speech)

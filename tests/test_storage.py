@@ -1,0 +1,234 @@
+"""The filesystem layer: local paths, s3:// on a real S3-compatible server, fsspec URLs; atomic writes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from mcn import storage
+from mcn.configs import write_json_atomic
+from mcn.errors import MCNError
+
+
+@pytest.fixture
+def spool(tmp_path, monkeypatch):
+    """Uploads spool here, so that a test can see that none is left behind."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture(params=["local", "s3", "memory"])
+def root(request, tmp_path):
+    """A place for files: a local folder, a prefix in a fresh bucket, or an fsspec in-memory URL."""
+    if request.param == "local":
+        return tmp_path / "files"
+    if request.param == "s3":
+        return request.getfixturevalue("s3_bucket") + "/some/prefix"
+    return f"memory://mcn-test-{os.getpid()}-{time.monotonic_ns()}/prefix"
+
+
+def test_paths_join_and_name_the_same_way_everywhere(tmp_path):
+    assert storage.join(tmp_path, "a", "b.json") == tmp_path / "a" / "b.json"
+    assert storage.join("s3://bucket/prefix/", "a", "b.json") == "s3://bucket/prefix/a/b.json"
+    assert storage.name("s3://bucket/prefix/a/b.json") == "b.json" and storage.name(tmp_path / "x") == "x"
+    assert storage.is_remote("gs://bucket/x") and not storage.is_remote(tmp_path)
+    assert (
+        not storage.is_remote(f"file://{tmp_path}") and storage.local_path(f"file://{tmp_path}") == tmp_path
+    )
+
+
+def test_write_list_read_and_remove(root, spool):
+    storage.write_bytes(storage.join(root, "b.bin"), b"bee")
+    storage.write_bytes(storage.join(root, "a.bin"), b"a")
+    storage.write_bytes(storage.join(root, "sub", "c.txt"), b"sea")
+    write_json_atomic(storage.join(root, "d.json"), {"x": 1})
+    names = [storage.name(p) for p in storage.list_files(root, "*.bin")]
+    assert names == ["a.bin", "b.bin"], "sorted, only the pattern, no subfolders"
+    assert [storage.name(p) for p in storage.list_files(root, recursive=True)] == [
+        "a.bin",
+        "b.bin",
+        "d.json",
+        "c.txt",
+    ]
+    assert storage.list_files(storage.join(root, "nothing-here")) == []
+    assert storage.read_bytes(storage.join(root, "sub", "c.txt")) == b"sea"
+    assert json.loads(storage.read_bytes(storage.join(root, "d.json"))) == {"x": 1}
+    assert storage.size(storage.join(root, "b.bin")) == 3
+    assert storage.exists(root) and storage.is_file(storage.join(root, "a.bin"))
+    assert not storage.is_file(storage.join(root, "sub")) and not storage.exists(storage.join(root, "zz"))
+    with storage.open_input(storage.join(root, "b.bin")) as file:
+        assert file.read_at(2, 1) == b"ee", "ranged read"
+    storage.copy(storage.join(root, "b.bin"), storage.join(root, "copy.bin"))
+    assert storage.read_bytes(storage.join(root, "copy.bin")) == b"bee"
+    storage.remove(storage.join(root, "a.bin"))
+    storage.remove(storage.join(root, "a.bin"))  # a missing file is no error
+    assert not storage.exists(storage.join(root, "a.bin"))
+    assert list(spool.iterdir()) == []
+
+
+def test_an_exception_mid_write_publishes_nothing(root, spool):
+    target = storage.join(root, "shard.parquet")
+    storage.write_bytes(target, b"old complete content")
+    with pytest.raises(RuntimeError), storage.atomic_write(target) as file:
+        file.write(b"half of the new")
+        raise RuntimeError("writer failed")
+    assert storage.read_bytes(target) == b"old complete content", "the old file is untouched"
+    with pytest.raises(RuntimeError), storage.atomic_write(storage.join(root, "new.parquet")) as file:
+        file.write(b"half")
+        raise RuntimeError("writer failed")
+    assert not storage.exists(storage.join(root, "new.parquet"))
+    assert [storage.name(p) for p in storage.list_files(root)] == ["shard.parquet"], "no temporary visible"
+    assert list(spool.iterdir()) == [], "the upload spool is removed too"
+
+
+def test_local_files_are_as_readable_as_any_other(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    storage.write_bytes(tmp_path / "x.json", b"{}")
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from mcn import storage
+    with storage.atomic_write(sys.argv[1]) as file:
+        file.write(b"x" * (1 << 20))
+        file.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_a_killed_local_writer_leaves_only_a_temporary_that_cleanup_removes(tmp_path):
+    target = tmp_path / "shards" / "shard-000000.parquet"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert not target.exists()
+    leftovers = list(target.parent.iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".shard-000000.parquet.tmp-")
+    assert storage.list_files(target.parent) == [leftovers[0]], "listing shows the temporary file..."
+    assert storage.list_files(target.parent, "shard-*.parquet") == [], "...but never under a shard name"
+    assert storage.remove_temporaries(target.parent) == [leftovers[0].name]
+    assert list(target.parent.iterdir()) == []
+
+
+class StallingProxy:
+    """A TCP proxy to the S3 server that stops forwarding uploads after ``limit`` bytes (a hung upload)."""
+
+    def __init__(self, server_url: str, limit: int):
+        host, port = server_url.removeprefix("http://").split(":")
+        self.upstream, self.limit, self.forwarded = (host, int(port)), limit, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stalled = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, source, target, upload):
+        while data := source.recv(1 << 16):
+            if upload:
+                self.forwarded += len(data)
+                if self.forwarded > self.limit:
+                    self.stalled.set()
+                    time.sleep(3600)
+            target.sendall(data)
+
+
+@pytest.mark.slow
+def test_a_writer_killed_mid_upload_publishes_nothing(s3_bucket, s3_server, tmp_path):
+    import boto3
+
+    proxy = StallingProxy(s3_server, limit=12 << 20)  # a part or two of a 40 MB upload gets through
+    target = f"{s3_bucket}/store/shards/shard-000000.parquet"
+    script = textwrap.dedent(
+        """
+        import sys
+        from mcn import storage
+        with storage.atomic_write(sys.argv[1]) as file:
+            file.write(b"x" * (40 << 20))
+        """
+    )
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "TMPDIR": str(tmp_path)}
+    writer = subprocess.Popen([sys.executable, "-c", script, target], env=env)
+    assert proxy.stalled.wait(timeout=120), "the upload never started"
+    time.sleep(0.5)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    client = boto3.client("s3")
+    bucket = s3_bucket.removeprefix("s3://")
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, "no object, partial or not"
+    assert not storage.exists(target)
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in uploads] == ["store/shards/shard-000000.parquet"], "it was killed mid-upload"
+
+
+def test_unknown_schemes_are_a_clear_error():
+    with pytest.raises(MCNError, match="no filesystem for this URL"):
+        storage.read_bytes("nosuchscheme://bucket/x")
+
+
+def test_remote_reads_are_ranged(s3_bucket):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    storage.write_bytes(f"{s3_bucket}/blob", data)
+    with storage.open_input(f"{s3_bucket}/blob") as file:
+        assert file.size() == len(data)
+        assert file.read_at(16, 1000) == data[1000:1016]
+        file.seek(len(data) - 10)
+        assert file.read_buffer(10) == pa.py_buffer(data[-10:])
+
+
+class InterruptedWhileUploading:
+    """A filesystem whose uploads get a Ctrl-C right after they start."""
+
+    def __init__(self, filesystem):
+        self.filesystem = filesystem
+
+    def open_output_stream(self, where):
+        stream = self.filesystem.open_output_stream(where)
+        signal.raise_signal(signal.SIGINT)
+        return stream
+
+
+def test_ctrl_c_during_an_upload_comes_after_it(s3_bucket, monkeypatch):
+    target = f"{s3_bucket}/manifest.json"
+    real_resolve = storage.resolve
+
+    def resolve(path):
+        filesystem, where = real_resolve(path)
+        return InterruptedWhileUploading(filesystem), where
+
+    monkeypatch.setattr(storage, "resolve", resolve)
+    with pytest.raises(KeyboardInterrupt), storage.atomic_write(target) as file:
+        file.write(b'{"complete": true}')
+    monkeypatch.undo()
+    assert storage.read_bytes(target) == b'{"complete": true}', "the object is whole, not empty"
+
+
+def test_urls_made_into_paths_are_refused():
+    from pathlib import Path
+
+    with pytest.raises(MCNError, match="pass URLs as strings"):
+        storage.read_bytes(Path("s3://bucket/store/manifest.json"))

@@ -20,8 +20,11 @@ a caption uses, so training needs no copy of the original (multi-GB) word2vec fi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,8 @@ SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 WORDS = "words.parquet"
 FAILURES = "failures.parquet"
+FAILURE_COLUMNS = ("video_id", "source_path", "stage", "reason", "detail")
+_SHARD_NAME = re.compile(r"shard-(\d{6,})\.parquet")
 
 # name -> (dtype, shape with None for the time axis, rate per second)
 FEATURE_SPECS: dict[str, dict] = {
@@ -94,6 +99,68 @@ SCHEMA = pa.schema(
         ("caption_token_ids", pa.list_(pa.list_(pa.int32()))),
     ]
 )
+
+
+class StoreDamage(MCNError):
+    """A file of a store that is not what the store wrote: missing parts, torn, a link, a folder, unreadable.
+
+    ``path`` is the file, ``reason`` one line saying what is wrong with it.
+    """
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path} {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def open_regular(path: str | Path):  # -> BinaryIO
+    """Open a store file for reading without following a symbolic link and without blocking on a FIFO.
+
+    Anything but a regular file raises :class:`StoreDamage`; a missing file raises ``FileNotFoundError``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise StoreDamage(path, "is a symbolic link (a store holds no links)") from None
+        raise StoreDamage(path, f"cannot be opened ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreDamage(path, "is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
+
+
+def invalid_captions(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Mask of the captions whose times are invalid: not finite, before 0 s, or ending before they start.
+
+    The one rule that extraction (:mod:`mcn.extract.text`), ``mcn store verify`` and training apply.
+    """
+    starts, ends = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~(np.isfinite(starts) & np.isfinite(ends) & (starts >= 0) & (ends >= starts))
+
+
+def caption_problem(starts: np.ndarray, ends: np.ndarray) -> str | None:
+    """One line on the first invalid caption of a video (see :func:`invalid_captions`), or None."""
+    if len(starts) != len(ends):
+        return f"{len(starts)} caption starts but {len(ends)} ends"
+    bad = np.flatnonzero(invalid_captions(starts, ends))
+    if not len(bad):
+        return None
+    index = int(bad[0])
+    start, end = float(starts[index]), float(ends[index])
+    if not (np.isfinite(start) and np.isfinite(end)):
+        return f"caption {index} has a non-finite time (start {start}, end {end})"
+    if start < 0:
+        return f"caption {index} starts before 0 s (start {start})"
+    return f"caption {index} ends before it starts (start {start}, end {end})"
 
 
 @dataclass
@@ -235,15 +302,100 @@ def write_shard(path: str | Path, records: Sequence[VideoRecord], metadata: dict
     return path.stat().st_size
 
 
+@dataclass(frozen=True)
+class ShardIndex:
+    """What a whole shard holds, per video in row-group order: ids, source paths, durations and ``extra``
+    dicts; and the extraction identity its metadata records (None for shards written without one)."""
+
+    video_ids: list[str]
+    source_paths: list[str]
+    durations: list[float]
+    extras: list[dict]
+    extraction: dict | None = None
+
+
+def read_shard_index(path: str | Path) -> ShardIndex:
+    """Check that ``path`` is a whole shard and read its small columns; raises :class:`StoreDamage` if not.
+
+    Whole means: a regular file (not a link), a Parquet footer (a torn file has none), the store's columns and
+    types, one row group per video, distinct non-empty ids, and the ids its metadata lists. Feature bytes are
+    not read (``mcn store verify`` reads them).
+    """
+    try:
+        with open_regular(path) as f:
+            parquet = pq.ParquetFile(f)
+            schema = parquet.schema_arrow
+            for expected in SCHEMA:
+                if schema.get_field_index(expected.name) < 0:
+                    raise StoreDamage(path, f"lacks the column {expected.name!r}: not a shard of this store")
+                if not schema.field(expected.name).type.equals(expected.type):
+                    raise StoreDamage(path, f"has a column {expected.name!r} of another type")
+            table = parquet.read(columns=["video_id", "source_path", "duration", "extra"])
+            num_row_groups = parquet.num_row_groups
+            metadata = schema.metadata or {}
+    except (StoreDamage, FileNotFoundError):
+        raise
+    except (OSError, pa.ArrowException) as error:
+        raise StoreDamage(path, f"is not a readable shard ({_first_line(error)})") from None
+    video_ids = table.column("video_id").to_pylist()
+    if num_row_groups != len(video_ids) or any(not v for v in video_ids):
+        raise StoreDamage(path, "does not hold one row group per video: not written by this store's writer")
+    if len(set(video_ids)) != len(video_ids):
+        raise StoreDamage(path, "holds a video twice")
+    try:
+        listed = json.loads(metadata[b"video_ids"]) if b"video_ids" in metadata else None
+        extraction = json.loads(metadata[b"extraction"]) if b"extraction" in metadata else None
+    except ValueError:
+        raise StoreDamage(path, "has unreadable metadata") from None
+    if listed is not None and listed != video_ids:
+        raise StoreDamage(path, "holds other videos than its metadata lists")
+    extras = []
+    for text in table.column("extra").to_pylist():
+        try:
+            extra = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            raise StoreDamage(path, "has an unreadable 'extra' entry") from None
+        extras.append(extra if isinstance(extra, dict) else {})
+    source_paths = [p or "" for p in table.column("source_path").to_pylist()]
+    durations = [float(d or 0.0) for d in table.column("duration").to_pylist()]
+    extraction = extraction if isinstance(extraction, dict) else None
+    return ShardIndex(video_ids, source_paths, durations, extras, extraction)
+
+
 def shard_video_ids(path: str | Path) -> list[str]:
-    """The video ids of a shard, in row-group order (reads only the id column)."""
-    return pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist()
+    """The video ids of a whole shard, in row-group order (see :func:`read_shard_index`)."""
+    return read_shard_index(path).video_ids
 
 
-def shard_caption_counts(path: str | Path) -> np.ndarray:
-    """Captions per video of a shard, in row-group order (reads one small column)."""
-    column = pq.read_table(path, columns=["caption_start"]).column("caption_start")
-    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+def shard_captions(path: str | Path) -> tuple[np.ndarray, dict[int, str]]:
+    """Captions per video of a shard in row-group order, and {row group: why its caption times are invalid}.
+
+    Reads the two small caption-time columns only; an unreadable shard raises :class:`StoreDamage`.
+    """
+    try:
+        table = pq.read_table(path, columns=["caption_start", "caption_end"])
+    except (OSError, pa.ArrowException) as error:
+        raise StoreDamage(path, f"is not a readable shard ({_first_line(error)})") from None
+    starts, ends = (
+        table.column("caption_start").combine_chunks(),
+        table.column("caption_end").combine_chunks(),
+    )
+    counts = pc.list_value_length(starts).to_numpy(zero_copy_only=False).astype(np.int64)
+    end_counts = pc.list_value_length(ends).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat_starts = starts.flatten().to_numpy(zero_copy_only=False)
+    flat_ends = ends.flatten().to_numpy(zero_copy_only=False)
+    problems: dict[int, str] = {}
+    if not np.array_equal(counts, end_counts):
+        for row_group in np.flatnonzero(counts != end_counts).tolist():
+            problems[row_group] = f"{counts[row_group]} caption starts but {end_counts[row_group]} ends"
+        return counts, problems
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for row_group in np.unique(
+        np.searchsorted(offsets, np.flatnonzero(invalid_captions(flat_starts, flat_ends)), "right") - 1
+    ).tolist():
+        begin, end = offsets[row_group], offsets[row_group + 1]
+        problems[row_group] = caption_problem(flat_starts[begin:end], flat_ends[begin:end])
+    return counts, problems
 
 
 def read_shard_video(path: str | Path, row_group: int, fields: Sequence[str] | None = None) -> VideoRecord:
@@ -261,9 +413,18 @@ def iter_shard(path: str | Path, fields: Sequence[str] | None = None) -> Iterato
 
 
 def list_shards(root: str | Path) -> list[Path]:
-    """Completed shards of a store (temporary files are never listed)."""
+    """Completed shards of a store, numbered ``shard-NNNNNN.parquet`` (temporary files are never listed)."""
     folder = Path(root) / SHARD_DIR
-    return sorted(folder.glob("shard-*.parquet")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _SHARD_NAME.fullmatch(p.name))
+
+
+def shard_number(path: str | Path) -> int:
+    """N of ``shard-N.parquet``."""
+    match = _SHARD_NAME.fullmatch(Path(path).name)
+    assert match is not None, f"{path} is not a shard name"
+    return int(match.group(1))
 
 
 # ---- vocabulary table ----------------------------------------------------------------------------------------
@@ -314,14 +475,20 @@ def write_words(
 
 def read_words(root: str | Path) -> WordTable:
     path = Path(root) / WORDS
-    if not path.exists():
+    if not os.path.lexists(path):
         raise MCNError(
             f"{root} has no {WORDS}; the store is unfinished: rerun the extraction command to complete it"
         )
-    table = pq.read_table(path)
-    vectors = table.column("vector").combine_chunks()
-    dim = vectors.type.list_size
-    flat = vectors.flatten().to_numpy(zero_copy_only=False)
+    try:
+        with open_regular(path) as f:
+            table = pq.read_table(f)
+        vectors = table.column("vector").combine_chunks()
+        dim = vectors.type.list_size
+        flat = vectors.flatten().to_numpy(zero_copy_only=False)
+    except (OSError, pa.ArrowException, KeyError, AttributeError) as error:
+        raise StoreDamage(
+            path, f"is damaged ({_first_line(error)}); rerun the extraction command to rewrite it"
+        ) from None
     return WordTable(
         token_ids=table.column("token_id").to_numpy().astype(np.int32),
         words=table.column("word").to_pylist(),
@@ -340,8 +507,45 @@ def write_manifest(root: str | Path, manifest: dict) -> None:
 
 
 def read_failures(root: str | Path) -> list[dict]:
-    path = Path(root) / FAILURES
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    """Rows of ``failures.parquet`` (none when it does not exist); a damaged table raises :class:`StoreDamage`."""
+    return read_failure_table(Path(root) / FAILURES) if os.path.lexists(Path(root) / FAILURES) else []
+
+
+def read_failure_table(path: str | Path) -> list[dict]:
+    """Rows of a failures table (``failures.parquet`` or a job's part file), checked: raises :class:`StoreDamage`."""
+    try:
+        with open_regular(path) as f:
+            table = pq.read_table(f)
+    except (OSError, pa.ArrowException) as error:
+        raise StoreDamage(path, f"is not a readable failures table ({_first_line(error)})") from None
+    missing = [name for name in FAILURE_COLUMNS[:4] if name not in table.column_names]
+    if missing:
+        raise StoreDamage(path, f"lacks the column(s) {missing}: not a failures table of this store")
+    rows = table.to_pylist()
+    if any(not isinstance(row["video_id"], str) or not row["video_id"] for row in rows):
+        raise StoreDamage(path, "has a row without a video id")
+    return [
+        {name: "" if row.get(name) is None else str(row[name]) for name in FAILURE_COLUMNS} for row in rows
+    ]
+
+
+def read_manifest(root: str | Path) -> dict | None:
+    """The manifest of a finished store, None when there is none; a damaged one raises :class:`StoreDamage`."""
+    path = Path(root) / MANIFEST
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open_regular(path) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreDamage(path, f"is damaged ({_first_line(error)})") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("video_ids"), list)
+        for s in shards
+    ):
+        raise StoreDamage(path, "is damaged (no list of shards with names and video ids)")
+    return manifest
 
 
 class StoreReader:
@@ -349,14 +553,13 @@ class StoreReader:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        manifest_path = self.root / MANIFEST
         if not self.root.is_dir():
             raise MCNError(f"store {self.root} does not exist")
-        if not manifest_path.exists():
+        self.manifest = read_manifest(self.root)
+        if self.manifest is None:
             raise MCNError(
                 f"{self.root} has no {MANIFEST}: it is not a finished store (rerun `mcn extract` to finish it)"
             )
-        self.manifest = json.loads(manifest_path.read_text())
         version = self.manifest.get("format_version")
         if version != STORE_FORMAT_VERSION:
             raise MCNError(

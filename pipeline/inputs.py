@@ -1,5 +1,6 @@
 """Job inputs: a folder of videos with sidecar captions, or a CSV/Parquet manifest -> validated video items.
 
+A video path that exists but is not a regular file (a FIFO, a device) is a per-row error too (``not_a_file``).
 A video id becomes part of what the store records and of file names that ``mcn store export`` writes, so ids
 are validated here once: no path separators, no ``..``, no control characters, not empty. A bad id is a per-row
 error (recorded in the failures table with stage ``input``); a manifest that cannot be read at all, or one that
@@ -12,6 +13,7 @@ and modification time of its file, so that a resumed job can tell a changed sour
 from __future__ import annotations
 
 import os
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +101,8 @@ def read_inputs(source: str | Path) -> tuple[list[VideoItem], list[InputProblem]
         rows = _folder_rows(source)
     elif source.is_file():
         rows = _manifest_rows(source)
+    elif os.path.lexists(source):
+        raise MCNError(f"input {source} is neither a folder nor a regular file: give a folder or a manifest")
     else:
         raise MCNError(f"input {source} does not exist: give a folder of videos or a CSV/Parquet manifest")
     _refuse_duplicate_ids(source, rows)
@@ -111,10 +115,15 @@ def read_inputs(source: str | Path) -> tuple[list[VideoItem], list[InputProblem]
             continue
         try:
             status = os.stat(video_path)
-            size, mtime_ns = status.st_size, status.st_mtime_ns
         except (OSError, ValueError):  # missing or unreadable: the decode stage records why
-            size = mtime_ns = None
-        items.append(VideoItem(video_id, video_path, caption_path, size, mtime_ns))
+            items.append(VideoItem(video_id, video_path, caption_path))
+            continue
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block or never end in a decoder
+            problems.append(
+                InputProblem(video_id, video_path, "not_a_file", "the video path is not a regular file")
+            )
+            continue
+        items.append(VideoItem(video_id, video_path, caption_path, status.st_size, status.st_mtime_ns))
     return items, problems
 
 
@@ -138,13 +147,14 @@ def _refuse_duplicate_ids(source: Path, rows: list[Row]) -> None:
 def _folder_rows(folder: Path) -> list[Row]:
     """Videos in ``folder`` and its (non-hidden) subfolders, sorted; id = file stem, captions = same-stem sidecar.
 
-    A sidecar is whatever has its name, regular file or not, so that a broken one is reported, not ignored.
+    A video or a sidecar is whatever has its name, regular file or not (folders aside), so that a FIFO or a
+    dangling link is reported, not ignored.
     """
     rows = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         hidden = any(part.startswith(".") for part in relative.parts)
-        if not hidden and path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        if not hidden and not path.is_dir() and path.suffix.lower() in VIDEO_SUFFIXES:
             sidecars = [path.with_suffix(s) for s in CAPTION_SUFFIXES]
             caption = next((str(p) for p in sidecars if os.path.lexists(p)), None)
             rows.append((path.stem, str(path.resolve()), caption, str(relative)))

@@ -18,6 +18,7 @@ import numpy as np
 
 from mcn import store
 from mcn.errors import MCNError
+from mcn.pipeline.inputs import video_id_problem
 from mcn.pipeline.writer import (
     CONFIG,
     EXTRACTION,
@@ -294,7 +295,12 @@ def _record_problems(record: store.VideoRecord) -> list[str]:
     problems = []
     for name in store.ARRAY_COLUMNS:
         array = getattr(record, name)
-        if array is not None and array.size and not np.isfinite(array.astype(np.float32)).all():
+        expected = store.FEATURE_SPECS[name]["shape"]
+        if array.ndim != len(expected) or any(
+            e is not None and e != n for e, n in zip(expected, array.shape)
+        ):
+            problems.append(f"{name} has shape {list(array.shape)}, expected {expected}")
+        elif array.size and not np.isfinite(array.astype(np.float32)).all():
             problems.append(f"{name} has non-finite values")
     if record.caption_start is not None:
         problem = store.caption_problem(record.caption_start, record.caption_end)
@@ -305,6 +311,9 @@ def _record_problems(record: store.VideoRecord) -> list[str]:
 
 def export_video(root: str | Path, video_id: str, out: str | Path, layout: str = "npz") -> list[Path]:
     """Write one video's arrays; returns the files written."""
+    problem = video_id_problem(video_id)
+    if problem is not None:  # the id becomes part of file names
+        raise MCNError(f"{problem}; give the id of a video in the store")
     record = store.StoreReader(root).read(video_id)
     out = Path(out)
     if layout == "reference":

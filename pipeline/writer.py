@@ -88,7 +88,14 @@ def claim_store_folder(root: Path) -> None:
     """
     if root.exists() and not root.is_dir():
         raise MCNError(f"--out {root} is a file; give a folder for the store")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise MCNError(
+            f"cannot create the store folder {root} ({error.strerror}); give another --out"
+        ) from None
     if os.path.lexists(root / MARKER):
         _check_regular(root / MARKER)
         return
@@ -263,12 +270,13 @@ def scan_store(root: str | Path) -> StoreScan:
 
 
 def quarantine(root: Path, damaged: dict[Path, str]) -> Path | None:
-    """Move damaged files into ``quarantine/<time>-<pid>/`` (same relative paths) with a note of why; returns
+    """Move damaged files into a new ``quarantine/<time>-<suffix>/`` (same relative paths) with a note of why; returns
     the folder (None when there is nothing to move). A move renames the entry itself: a link is moved, not
     followed."""
     if not damaged:
         return None
-    folder = root / QUARANTINE / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    (root / QUARANTINE).mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%dT%H%M%S')}-", dir=root / QUARANTINE))
     for path in sorted(damaged):
         target = folder / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,19 @@ def test_every_path_is_absolute_captions_included(tmp_path, monkeypatch):
     ]
 
 
+def test_a_video_path_that_is_not_a_regular_file_is_a_row_error(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")  # a decoder opening it would wait for a writer forever
+    (tmp_path / "zero.mkv").symlink_to("/dev/zero")
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")  # reported by the decoder: not_found
+    (tmp_path / "ok.mp4").write_bytes(b"x")
+    items, problems = inputs.read_inputs(tmp_path)
+    assert [i.video_id for i in items] == ["gone", "ok"]
+    assert [(p.video_id, p.reason) for p in problems] == [("pipe", "not_a_file"), ("zero", "not_a_file")]
+    os.mkfifo(tmp_path / "m.csv")
+    with pytest.raises(MCNError, match="neither a folder nor a regular file"):
+        inputs.read_inputs(tmp_path / "m.csv")
+
+
 def test_items_carry_the_size_and_time_of_their_file(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"12345")
     os.utime(tmp_path / "a.mp4", ns=(1_000_000_000, 1_700_000_000_123_456_789))

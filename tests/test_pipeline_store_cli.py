@@ -14,6 +14,7 @@ import pytest
 from writer_store import IDENTITY, failure, record, word_vectors, write_store
 
 from mcn import cli, store
+from mcn.errors import MCNError
 from mcn.pipeline.config import ShardConfig
 from mcn.pipeline.store_cli import export_video, repair_store, store_info, verify_store
 from mcn.pipeline.writer import QUARANTINE, SUMMARY, StoreWriter
@@ -47,6 +48,8 @@ def test_export_writes_npz_and_the_reference_layout(finished, tmp_path):
     assert [p.name for p in paths] == ["cook_2d.npz", "cook_3d.npz"]
     np.testing.assert_array_equal(np.load(paths[0])["features"], record.feat_2d)
     assert cli.main(["store", "export", str(finished), "../evil", "--out", str(tmp_path / "x.npz")]) == 2
+    with pytest.raises(MCNError, match="path separator"):
+        export_video(finished, "../../evil", tmp_path / "ref", layout="reference")
     assert cli.main(["store", "export", str(finished), "cook", "--out", str(tmp_path / "x.txt")]) == 2
 
 

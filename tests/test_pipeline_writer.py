@@ -326,6 +326,12 @@ def test_an_ordinary_folder_is_refused_untouched(tmp_path):
     assert {p.name: p.read_text() for p in folder.iterdir()} == files
 
 
+def test_an_out_that_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MCNError, match="cannot create the store folder"):
+        open_writer(tmp_path / "file" / "store")
+
+
 def test_an_empty_or_new_folder_becomes_a_store_marker_first(tmp_path):
     (tmp_path / "empty").mkdir()
     for root in (tmp_path / "empty", tmp_path / "new" / "store"):

@@ -65,7 +65,7 @@ def build_subcommand_parser(name: str) -> tuple[argparse.ArgumentParser, object]
 
 def configure_logging() -> None:
     """One line per record on stderr; ``$MCN_LOG_LEVEL`` (DEBUG, INFO, WARNING, ...) sets the level of mcn's own
-    loggers. Other libraries' loggers report warnings and errors only (gensim, for one, logs every file it loads)."""
+    loggers. Other libraries' loggers report warnings and errors only (gensim logs every file it loads)."""
     level = os.environ.get("MCN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mcn").setLevel(level if isinstance(logging.getLevelName(level), int) else "INFO")

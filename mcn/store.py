@@ -512,7 +512,8 @@ def read_failures(root: str | Path) -> list[dict]:
 
 
 def read_failure_table(path: str | Path) -> list[dict]:
-    """Rows of a failures table (``failures.parquet`` or a job's part file), checked: raises :class:`StoreDamage`."""
+    """Rows of a failures table (``failures.parquet`` or a job's part file); a damaged one raises
+    :class:`StoreDamage`."""
     try:
         with open_regular(path) as f:
             table = pq.read_table(f)
@@ -522,7 +523,7 @@ def read_failure_table(path: str | Path) -> list[dict]:
     if missing:
         raise StoreDamage(path, f"lacks the column(s) {missing}: not a failures table of this store")
     rows = table.to_pylist()
-    if any(not isinstance(row["video_id"], str) or not row["video_id"] for row in rows):
+    if any(not isinstance(row["video_id"], str) for row in rows):  # "" is a (bad) id that is recorded too
         raise StoreDamage(path, "has a row without a video id")
     return [
         {name: "" if row.get(name) is None else str(row[name]) for name in FAILURE_COLUMNS} for row in rows

@@ -90,23 +90,23 @@ def claim_store_folder(root: Path) -> None:
         raise MCNError(f"--out {root} is a file; give a folder for the store")
     try:
         root.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(root / MARKER):
+            _check_regular(root / MARKER)
+            return
+        entries = sorted(os.listdir(root))
+        if entries and not _holds_a_store(root, entries):
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise MCNError(
+                f"--out {root} is neither empty nor an mcn store (it holds {shown}); nothing was changed: "
+                "give a new or empty folder, or the folder of an existing store"
+            )
+        write_json_atomic(root / MARKER, {"mcn_store": True, "created_by": f"mcn {__version__}"})
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise MCNError(
-            f"cannot create the store folder {root} ({error.strerror}); give another --out"
+            f"cannot write to the store folder {root} ({error.strerror}); give another --out"
         ) from None
-    if os.path.lexists(root / MARKER):
-        _check_regular(root / MARKER)
-        return
-    entries = sorted(os.listdir(root))
-    if entries and not _holds_a_store(root, entries):
-        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise MCNError(
-            f"--out {root} is neither empty nor an mcn store (it holds {shown}); nothing was changed: "
-            "give a new or empty folder, or the folder of an existing store"
-        )
-    write_json_atomic(root / MARKER, {"mcn_store": True, "created_by": f"mcn {__version__}"})
 
 
 def _holds_a_store(root: Path, entries: list[str]) -> bool:
@@ -270,9 +270,9 @@ def scan_store(root: str | Path) -> StoreScan:
 
 
 def quarantine(root: Path, damaged: dict[Path, str]) -> Path | None:
-    """Move damaged files into a new ``quarantine/<time>-<suffix>/`` (same relative paths) with a note of why; returns
-    the folder (None when there is nothing to move). A move renames the entry itself: a link is moved, not
-    followed."""
+    """Move damaged files into a new ``quarantine/<time>-<suffix>/`` (same relative paths), with ``why.json``;
+    returns the folder (None when there is nothing to move). A move renames the entry itself: a link is moved,
+    not followed."""
     if not damaged:
         return None
     (root / QUARANTINE).mkdir(exist_ok=True)

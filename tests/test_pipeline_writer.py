@@ -328,7 +328,7 @@ def test_an_ordinary_folder_is_refused_untouched(tmp_path):
 
 def test_an_out_that_cannot_be_created_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(MCNError, match="cannot create the store folder"):
+    with pytest.raises(MCNError, match="cannot write to the store folder"):
         open_writer(tmp_path / "file" / "store")
 
 

@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         _top_level_parser().parse_args(argv[:1] if argv else ["--help"])
         return 2
     name, rest = argv[0], argv[1:]
-    parser, module = build_subcommand_parser(name)
-    args = parser.parse_args(rest)
     try:
-        code = int(module.run(args) or 0)
+        parser, module = build_subcommand_parser(
+            name
+        )  # imports the job's libraries: Ctrl-C may land here too
+        code = int(module.run(parser.parse_args(rest)) or 0)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during clean-up prints no traceback
         print(f"mcn {name}: interrupted; rerun the same command to resume", file=sys.stderr)

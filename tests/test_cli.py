@@ -107,6 +107,19 @@ def test_ctrl_c_is_one_line_and_exit_130(failing_subcommand, capsys):
     assert capsys.readouterr().err.strip() == "mcn store: interrupted; rerun the same command to resume"
 
 
+def test_ctrl_c_while_the_subcommand_loads_is_one_line_too(monkeypatch, capsys):
+    def interrupted(name):
+        raise KeyboardInterrupt  # the subcommand's imports (torch, Ray) take seconds
+
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr("mcn.cli.build_subcommand_parser", interrupted)
+    try:
+        assert main(["extract", "x", "--out", "y"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "interrupted" in capsys.readouterr().err
+
+
 def test_third_party_info_logs_stay_quiet(tmp_path):
     code = (
         "import logging, mcn.cli; mcn.cli.configure_logging(); "

@@ -299,11 +299,10 @@ def _remove_strays(root: Path) -> None:
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write a Parquet table under a fresh temporary name (never through an existing link), then rename it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    """Write a Parquet table under a new temporary name (created exclusively: never through an existing link),
+    then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             pq.write_table(table, f)
@@ -311,7 +310,7 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

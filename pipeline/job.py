@@ -483,6 +483,10 @@ def _join_ray(config: PipelineConfig) -> bool:
             f"cannot connect to the Ray cluster at {address}: {_last_line(error)}; check --address (or "
             "$RAY_ADDRESS), or leave both unset to run on a local Ray"
         ) from None
+    except Exception as error:  # Ray raises a bare Exception when its own processes do not come up
+        if address:
+            raise
+        raise MCNError(f"the local Ray did not start ({_last_line(error)}); rerun the same command") from None
 
 
 def _last_line(error: BaseException) -> str:

@@ -314,7 +314,8 @@ def run_extraction(config: PipelineConfig) -> dict:
     Nothing in STORE changes before every input is checked: the input rows (duplicate ids are refused), the
     weights files and word vectors (loaded), the store on disk (read, damage found), the sources of videos the
     store already holds (a different file under a known id is a conflict, not "already done") and, when there
-    is work, the Ray cluster (reached). Once the store is finished, an interrupt no longer undoes the result.
+    is work, the Ray cluster (reached). Clean-up is not interrupted: once the store is finished, a Ctrl-C no
+    longer undoes the result, and after a first Ctrl-C a second one does not cut it short.
     """
     config.check_paths()
     config = absolute_paths(config)
@@ -323,7 +324,7 @@ def run_extraction(config: PipelineConfig) -> dict:
     tokenizer = _check_models_and_load_words(config)
     writer = StoreWriter(config.out, extraction_identity(config), config.shards)
     writer.open(commit=False)
-    started_ray = finished = False
+    started_ray = False
     try:
         todo, skip = _plan(config, writer, items)
         num_inputs = len(items) + len(problems)
@@ -376,11 +377,11 @@ def run_extraction(config: PipelineConfig) -> dict:
                 "stage_cpu_seconds": {k: round(v, 3) for k, v in stage_cpu_seconds.items()},
             }
         )
-        summary = _finish(config, writer, tokenizer, summary)
-        finished = True
-        return summary
+        return _finish(config, writer, tokenizer, summary)
     finally:
-        with _interrupts_ignored(finished):  # the store is complete: clean-up cannot undo it
+        # Clean-up runs to its end: after a finished store an interrupt must not undo the result (exit 0), after a
+        # first Ctrl-C a second one must not cut Ray's shutdown short (Ray then ends the process with status 1).
+        with _interrupts_ignored():
             writer.close()
             if started_ray:
                 ray.shutdown()
@@ -495,9 +496,9 @@ def _last_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _interrupts_ignored(active: bool) -> Iterator[None]:
-    """Ignore SIGINT inside the block when ``active`` (main thread only; the old handler comes back after)."""
-    if not (active and threading.current_thread() is threading.main_thread()):
+def _interrupts_ignored() -> Iterator[None]:
+    """Ignore SIGINT inside the block (main thread only; the old handler comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -52,7 +52,7 @@ from mcn.store_rows import (  # noqa: F401 (the store's vocabulary, used as mcn.
 
 FORMAT_VERSIONS = (1, 2)  # the formats this module reads
 LATEST_FORMAT_VERSION = 2
-STORE_FORMAT_VERSION = 1  # what write_shard and write_manifest write unless told otherwise
+STORE_FORMAT_VERSION = 2  # what write_shard and write_manifest write unless told otherwise
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 WORDS = "words.parquet"
@@ -198,13 +198,14 @@ def _read_columns(path: StorePath, columns: list[str], caption_fields: Sequence[
 @dataclass(frozen=True)
 class ShardIndex:
     """What a whole shard holds, per video in row-group order: ids, source paths, durations and ``extra``
-    dicts; and the extraction identity its metadata records (None for shards written without one)."""
+    dicts; the extraction identity its metadata records (None for shards written without one); its format."""
 
     video_ids: list[str]
     source_paths: list[str]
     durations: list[float]
     extras: list[dict]
     extraction: dict | None = None
+    format_version: int = LATEST_FORMAT_VERSION
 
 
 def read_shard_index(path: StorePath) -> ShardIndex:
@@ -224,6 +225,7 @@ def read_shard_index(path: StorePath) -> ShardIndex:
                 raise StoreDamage(path, f"has a column {expected.name!r} of another type")
         table = parquet.read(columns=["video_id", "source_path", "duration", "extra"])
         num_row_groups = shard.footer.metadata.num_row_groups
+        version = shard.footer.version
         metadata = schema.metadata or {}
     video_ids = table.column("video_id").to_pylist()
     if num_row_groups != len(video_ids) or any(not v for v in video_ids):
@@ -247,7 +249,7 @@ def read_shard_index(path: StorePath) -> ShardIndex:
     source_paths = [p or "" for p in table.column("source_path").to_pylist()]
     durations = [float(d or 0.0) for d in table.column("duration").to_pylist()]
     extraction = extraction if isinstance(extraction, dict) else None
-    return ShardIndex(video_ids, source_paths, durations, extras, extraction)
+    return ShardIndex(video_ids, source_paths, durations, extras, extraction, version)
 
 
 def shard_video_ids(path: StorePath) -> list[str]:

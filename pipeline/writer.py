@@ -3,7 +3,8 @@
 Progress is nothing but files in STORE, each written atomically (temporary name, then rename):
 
 - ``.mcn-store``: the marker, written first, that makes the folder a store;
-- ``shards/shard-NNNNNN.parquet``: whole videos, self-describing (their ids are in the file);
+- ``shards/shard-NNNNNN.parquet``: whole videos, self-describing (their ids are in the file), in store format 2
+  (or in format 1 when the store already holds format-1 shards: a store keeps one format);
 - ``failures/part-*.parquet``: failure records, written as soon as a video fails;
 - ``extraction.json``: the identity of the extraction (models, weights and word-vector fingerprints, decoding);
   a rerun with a different identity is refused instead of mixing features.
@@ -334,6 +335,7 @@ class StoreWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._pending: list[Future] = []
         self._next_shard = 0
+        self.format_version = store.LATEST_FORMAT_VERSION  # of the shards this job writes
         self.write_seconds = 0.0
         self.scan = StoreScan()
         self.done_ids: set[str] = set()
@@ -375,6 +377,9 @@ class StoreWriter:
         self.done_ids = self.scan.done_ids
         self.failures = dict(self.scan.failures)
         self._next_shard = self.scan.next_shard
+        # A store keeps the format it was started in (`mcn store migrate` converts it); a new one gets the latest.
+        formats = {index.format_version for index in self.scan.shards.values()}
+        self.format_version = formats.pop() if len(formats) == 1 else store.LATEST_FORMAT_VERSION
 
     def commit(self) -> None:
         """The first changes: the manifest goes (the store is unfinished from here on), damaged files move into
@@ -435,7 +440,8 @@ class StoreWriter:
     def _write(self, path: Path, records: list[store.VideoRecord]) -> None:
         start = time.perf_counter()
         ids = [r.video_id for r in records]
-        store.write_shard(path, records, metadata={"video_ids": ids, "extraction": self.identity})
+        metadata = {"video_ids": ids, "extraction": self.identity}
+        store.write_shard(path, records, metadata, format_version=self.format_version)
         self.done_ids.update(ids)
         self.write_seconds += time.perf_counter() - start
 
@@ -490,6 +496,7 @@ class StoreWriter:
         write_json_atomic(self.root / SUMMARY, self.summary)
         manifest = {
             **manifest,
+            "format_version": self.format_version,
             "counts": counts,
             "hours": round(sum(s["hours"] for s in shards), 6),
             "shards": shards,
@@ -508,15 +515,14 @@ def shard_entries(root: str | Path) -> list[dict]:
     """name, video ids, bytes, hours and used token ids of every completed shard, read from the shards."""
     entries = []
     for path in store.list_shards(root):
-        table = pq.read_table(path, columns=["video_id", "duration", "caption_token_ids"])
-        ids = table.column("caption_token_ids").combine_chunks().flatten().flatten()
+        summary = store.shard_summary(path)
         entries.append(
             {
                 "name": path.name,
-                "video_ids": table.column("video_id").to_pylist(),
-                "bytes": path.stat().st_size,
-                "hours": float(sum(table.column("duration").to_pylist())) / 3600.0,
-                "token_ids": set(np.unique(ids.to_numpy(zero_copy_only=False)).tolist()),
+                "video_ids": summary.video_ids,
+                "bytes": summary.nbytes,
+                "hours": float(summary.durations.sum()) / 3600.0,
+                "token_ids": set(summary.token_ids.tolist()),
             }
         )
     return entries

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from writer_store import IDENTITY, failure, record, word_vectors, write_store
+from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, write_store
 
 from mcn import cli, store, store_rows
 from mcn.errors import MCNError
@@ -212,8 +212,9 @@ def test_the_store_command_exits_zero_in_a_subprocess(finished):
 
 
 def test_damage_to_format_2_shards_is_found_and_repaired(finished, tmp_path):
-    root = tmp_path / "format2"
-    store.migrate_store(finished, root)
+    root = tmp_path / "store"
+    shutil.copytree(finished, root)
+    assert store.StoreReader(root).format_version == 2
     torn, inside = store.list_shards(root)
     torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
     group = pq.ParquetFile(inside).metadata.row_group(0)
@@ -240,14 +241,19 @@ def test_damage_to_format_2_shards_is_found_and_repaired(finished, tmp_path):
 
 
 def test_migrate_makes_a_sound_format_2_store_of_the_jobs_store(finished, tmp_path, capsys):
+    old = tmp_path / "format1"
+    shutil.copytree(finished, old)
+    as_format_1(old)
+    assert verify_store(old) == [] and store.StoreReader(old).format_version == 1
     new = tmp_path / "format2"
-    assert cli.main(["store", "migrate", str(finished), str(new)]) == 0
+    assert cli.main(["store", "migrate", str(old), str(new)]) == 0
     assert "2 shards converted" in capsys.readouterr().out
     assert verify_store(new) == [] and store.StoreReader(new).format_version == 2
-    old_reader, new_reader = store.StoreReader(finished), store.StoreReader(new)
+    old_reader, new_reader = store.StoreReader(old), store.StoreReader(new)
     for video_id in old_reader.video_ids:
-        old, migrated = old_reader.read(video_id), new_reader.read(video_id)
-        np.testing.assert_array_equal(migrated.logmel, old.logmel)
-        assert migrated.caption_text == old.caption_text
-    assert store_info(new)["failures"] == store_info(finished)["failures"] == 1
+        before, migrated = old_reader.read(video_id), new_reader.read(video_id)
+        np.testing.assert_array_equal(migrated.logmel, before.logmel)
+        np.testing.assert_array_equal(migrated.feat_3d, before.feat_3d)
+        assert migrated.caption_text == before.caption_text
+    assert store_info(new)["failures"] == store_info(old)["failures"] == 1
     assert cli.main(["store", "migrate", str(new), str(tmp_path / "again")]) == 2, "already format 2"

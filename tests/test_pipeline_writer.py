@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from writer_store import IDENTITY, failure, record, word_vectors, write_store
+from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, write_store
 
 from mcn import store
 from mcn.configs import apply_overrides
@@ -135,6 +135,25 @@ def test_shards_describe_themselves(tmp_path):
     assert json.loads(metadata[b"video_ids"]) == ["a"]
     assert json.loads(metadata[b"extraction"]) == IDENTITY
     assert metadata[b"mcn_store_format"] == str(store.STORE_FORMAT_VERSION).encode()
+
+
+def test_a_new_store_is_format_2_and_an_old_one_keeps_format_1(tmp_path):
+    new = write_store(tmp_path / "new", ["a", "b", "c"])
+    assert [store.shard_format(p) for p in store.list_shards(new)] == [2, 2]
+    assert store.StoreReader(new).format_version == 2
+    old = write_store(tmp_path / "old", ["a", "b"])
+    as_format_1(old)
+    writer = StoreWriter(old, IDENTITY, ShardConfig(max_videos=2))
+    writer.open()
+    assert writer.done_ids == {"a", "b"}
+    writer.add(record("c"))
+    manifest = writer.finish(word_vectors(), {}, {})
+    writer.close()
+    assert [store.shard_format(p) for p in store.list_shards(old)] == [1, 1], "one format per store"
+    assert manifest["format_version"] == store.StoreReader(old).format_version == 1
+    reader = store.StoreReader(old)
+    assert reader.read("c").caption_text == record("c").caption_text
+    assert manifest["counts"]["words"] == 5 and manifest["counts"]["videos"] == 3
 
 
 def cut_in_half(path) -> None:

@@ -1,11 +1,22 @@
 """Extraction throughput: decoding, 2D frames/s and 3D clips/s, on this CPU and on a GPU when there is one.
 
-    python bench/extract.py --quick            # about 1-2 minutes on a CPU (random weights, small counts)
-    python bench/extract.py --video my.mp4     # decode a real file instead of a generated 640x360 clip
-    python bench/extract.py --preset medium    # generate the clip with x264's medium preset (default ultrafast)
+    python bench/extract.py --quick                   # about 1-2 minutes on a CPU (random weights, small counts)
+    taskset -c 1 python bench/extract.py --video my.mp4 --cpu-only --repeats 3
+                                                      # decode a real file on one core, three times
+    taskset -c 1 python bench/extract.py --video my.mp4 --profile --cpu-only
+                                                      # and where the decoding CPU time goes, step by step
+    python bench/extract.py --preset medium           # generate the clip with x264's medium preset
 
-Decoding is measured for both frame backends (decord, ffmpeg), in process, with one decoder thread: pin the
-process to one core (``taskset -c 1``) for the per-core figure of the spec.
+Decoding is measured per backend as the job decodes: the decord backend in its child process, the ffmpeg
+backend's ffmpeg process, both with one decoder thread and the default settings (plus the ffmpeg backend's fast
+kernel). Each repeat also runs a bare decode of the same file (``ffmpeg -threads 1 -i F -map 0:v -f null -``,
+the floor: every frame must be decoded for the 24 fps stream) and prints, per backend, video-seconds per
+wall-second, video-seconds per CPU-second (this process and the decoder processes it started) and the ratio of
+that to the bare decode's. CPU seconds hold up when other work shares the machine; pin to one core
+(``taskset -c 1``: child processes inherit it) for the per-core figure.
+
+``--profile`` adds the ablation of docs/extraction.md: the CPU seconds of each backend's pipeline built up one
+step at a time (decoding, frame picking, scaling and colour conversion, copies and pipes, Python).
 
 On a GPU it measures the full-size networks twice: model-only (random device tensors straight into the
 network, as the spec's bounds were measured) and through the extractor classes (uint8 numpy frames in,
@@ -17,6 +28,7 @@ clips/s). Compare figures only between runs on the same card.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import tempfile
@@ -28,7 +40,7 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from mcn.extract import decode, visual
+from mcn.extract import decode, decode_ffmpeg, decode_worker, visual
 from mcn.extract.extractors import Clip3DExtractor, Frame2DExtractor
 
 BOUND_2D_FRAMES_S = 4400.0  # ResNet-152, bf16 + channels_last, 224x398, one H200
@@ -44,30 +56,163 @@ def make_test_video(path: Path, seconds: float, preset: str = "ultrafast") -> Pa
     return path
 
 
-def bench_decode(path: Path, label: str) -> None:
-    """Both frame streams from one decode pass, per backend, in process (CPU time includes ffmpeg's)."""
+DECODE_RUNS = {  # label: the decode settings of a job
+    "decord": decode.DecodeConfig(backend="decord"),
+    "ffmpeg": decode.DecodeConfig(backend="ffmpeg"),
+    "ffmpeg, fast kernel": decode.DecodeConfig(backend="ffmpeg", kernel="fast"),
+}
+
+
+def bare_decode_cpu(path: Path) -> float:
+    """CPU seconds of a single-thread decode of every video frame, nothing else."""
+    return run_cpu([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(path),
+                    "-map", "0:v", "-f", "null", "-"])  # fmt: skip
+
+
+def run_cpu(cmd: list[str]) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def decode_cpu(path: Path, info: decode.VideoInfo, config: decode.DecodeConfig, in_process: bool = False):
+    """(wall s, CPU s, 2D frames, 3D frames) of one pass over both frame streams."""
+    usage = decode.DecoderUsage()
+    start_cpu, start = own_cpu_seconds(), time.perf_counter()
+    num_2d = num_3d = 0
+    for window in decode.iter_frame_windows(path, info, config, in_process=in_process, usage=usage):
+        num_2d += len(window.frames_2d_THWC)
+        num_3d += len(window.frames_3d_THWC)
+    return time.perf_counter() - start, own_cpu_seconds() - start_cpu + usage.cpu_s, num_2d, num_3d
+
+
+def own_cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def bench_decode(path: Path, label: str, repeats: int) -> None:
+    """Both frame streams from one decode pass, per backend, as a job decodes, against a bare decode."""
     info = decode.probe(path)
+    print(f"decode  {label}: {info.duration:.1f} s of {info.width}x{info.height} @ {info.fps:.2f} fps, "
+          f"{info.video_codec}, {repeats} repeat(s)")  # fmt: skip
+    decode_cpu(path, info, DECODE_RUNS["decord"])  # start the decoding fork server, as a job's warm-up does
+    bare, runs = [], {name: [] for name in DECODE_RUNS}
+    for _ in range(repeats):
+        bare.append(bare_decode_cpu(path))
+        for name, config in DECODE_RUNS.items():
+            runs[name].append(decode_cpu(path, info, config))
     print(
-        f"decode  {label}: {info.duration:.0f} s of {info.width}x{info.height} @ {info.fps:.0f} fps, {info.video_codec}"
+        f"decode  bare decode (ffmpeg -threads 1 ... -f null): {span(info.duration / c for c in bare)} "
+        "video-s per CPU-s"
     )
-    for backend in decode.BACKENDS:
-        config = decode.DecodeConfig(backend=backend)
-        cpu_start = cpu_seconds()
-        start = time.perf_counter()
-        num_2d = num_3d = 0
-        for window in decode.iter_frame_windows(path, info, config, in_process=True):
-            num_2d += len(window.frames_2d_THWC)
-            num_3d += len(window.frames_3d_THWC)
-        seconds = time.perf_counter() - start
-        cpu = cpu_seconds() - cpu_start
-        print(f"decode  {backend:<6} {info.duration / seconds:5.1f} video-s/s, {info.duration / cpu:5.1f} video-s per CPU-s "
-              f"({num_2d} 2D frames, {num_3d} 3D frames in {seconds:.1f} s)")  # fmt: skip
+    for name, results in runs.items():
+        walls, cpus = [r[0] for r in results], [r[1] for r in results]
+        ratios = [b / c for b, c in zip(bare, cpus)]  # each against the bare decode run next to it
+        print(f"decode  {name:<20} {span(info.duration / w for w in walls)} video-s/s, "
+              f"{span(info.duration / c for c in cpus)} video-s per CPU-s, "
+              f"{span(100 * r for r in ratios)} % of the bare decode "
+              f"({results[0][2]} 2D + {results[0][3]} 3D frames)")  # fmt: skip
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished children (ffmpeg)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def span(values) -> str:
+    """ "a" or "a-b": the range of repeated measurements."""
+    values = sorted(values)
+    low, high = values[0], values[-1]
+    return f"{low:5.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}"
+
+
+def profile_decode(path: Path, repeats: int) -> None:
+    """CPU seconds of each backend's pipeline built up step by step (min over repeats): where the time goes."""
+    info = decode.probe(path)
+    width, height = info.display_size
+    config = decode.DecodeConfig()
+    fast = decode.DecodeConfig(backend="ffmpeg", kernel="fast")
+    graph, _ = decode_ffmpeg.filter_graph(info, config)
+    fast_graph, _ = decode_ffmpeg.filter_graph(info, fast)
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-filter_complex_threads", "1",
+              "-threads", "1", "-i", str(path), "-filter_complex"]  # fmt: skip
+    two_outputs = ["-map", "[o1]", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", os.devnull,
+                   "-map", "[o2]", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", os.devnull]  # fmt: skip
+    picking = f"[0:v:0]split=2[a][b];[a]fps={config.rate_2d:g}[o1];[b]fps={config.rate_3d:g}[o2]"
+    size_2d = decode.output_size_2d(width, height, config.size_2d)
+    steps = {
+        "ffmpeg": [
+            ("decode (bare, -f null)", lambda: bare_decode_cpu(path)),
+            ("+ split, fps filters", lambda: run_cpu([*ffmpeg, picking, "-map", "[o1]", "-f", "null", "-",
+                                                      "-map", "[o2]", "-f", "null", "-"])),  # fmt: skip
+            ("+ scale (bicubic) + rgb24 + crop, to /dev/null", lambda: run_cpu([*ffmpeg, graph, *two_outputs])),
+            ("+ pipes, reader threads (the backend)", lambda: decode_cpu(path, info, decode.DecodeConfig(backend="ffmpeg"))[1]),
+        ],
+        "ffmpeg, fast kernel": [
+            ("crop + scale (area) + rgb24 last, to /dev/null", lambda: run_cpu([*ffmpeg, fast_graph, *two_outputs])),
+            ("+ pipes, reader threads (the backend)", lambda: decode_cpu(path, info, fast)[1]),
+        ],
+        "decord": [
+            ("decode (decord, every frame to 32x18 RGB)", lambda: decord_read_all(path, (32, 18))),
+            (f"+ RGB at {size_2d[0]}x{size_2d[1]} of the frames used", lambda: decord_read_all(path, size_2d, config)),
+            ("+ frame placing, 3D block means (in process)", lambda: decode_cpu(path, info, config, in_process=True)[1]),
+            ("+ child process, pipe (the backend)", lambda: decode_cpu(path, info, config)[1]),
+        ],
+    }  # fmt: skip
+    print(f"profile {path}: CPU seconds for {info.duration:.1f} video-seconds, min of {repeats}")
+    for backend, backend_steps in steps.items():
+        previous = None
+        for name, step in backend_steps:
+            seconds = min(step() for _ in range(repeats))
+            delta = "" if previous is None else f"  ({seconds - previous:+.2f} s)"
+            print(
+                f"profile {backend:<20} {name:<52} {seconds:6.2f} s  {info.duration / seconds:5.1f} video-s per CPU-s{delta}"
+            )
+            previous = seconds
+
+
+def decord_read_all(path: Path, size: tuple[int, int], config: decode.DecodeConfig | None = None) -> float:
+    """CPU seconds of decord converting every frame (or, given ``config``, the frames its streams use) to RGB at
+    ``size`` (width, height)."""
+    import decord
+
+    start = own_cpu_seconds()
+    reader = decord.VideoReader(str(path), width=size[0], height=size[1], num_threads=1)
+    indices = np.arange(len(reader))
+    if config is not None:
+        times = reader.get_frame_timestamp(indices)
+        starts, end = times[:, 0] - times[0, 0], float(times[-1, 1] - times[0, 0])
+        picks = [decode_worker.pick_frames(starts, end, rate) for rate in (config.rate_2d, config.rate_3d)]
+        indices = np.unique(np.concatenate(picks))
+    for first in range(0, len(indices), decode_worker.CHUNK_FRAMES):
+        reader.get_batch(indices[first : first + decode_worker.CHUNK_FRAMES].tolist())
+    return own_cpu_seconds() - start
+
+
+def kernel_difference(folder: Path, weights_3d: str | None) -> None:
+    """Max abs difference of L2-normalised 3D features, fast vs reference kernel (ffmpeg backend), per video of
+    ``folder`` (e.g. a sample corpus). Only the 3D frames differ between the kernels."""
+    extractor = Clip3DExtractor("resnext101", weights_3d, device="cpu", batch_size=8)
+    worst = 0.0
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in (".mp4", ".webm", ".mkv")):
+        try:
+            info = decode.probe(path)
+        except decode.DecodeError as error:
+            print(f"kernels {path.name}: skipped ({error.reason})")
+            continue
+        features = []
+        for kernel in ("reference", "fast"):
+            config = decode.DecodeConfig(backend="ffmpeg", kernel=kernel)
+            frames = np.concatenate([w.frames_3d_THWC for w in decode.iter_frame_windows(path, info, config)])
+            features.append(extractor([frames]).only().astype(np.float32))
+        reference, fast = features
+        difference = float(np.abs(fast - reference).max())
+        cosine = float(np.min(np.sum(fast * reference, axis=1)))
+        pixels = "x".join(map(str, info.display_size))
+        print(f"kernels {path.name} ({pixels}, {len(reference)} clips): max |fast - reference| {difference:.4f}, "
+              f"lowest cosine {cosine:.4f}")  # fmt: skip
+        worst = max(worst, difference)
+    print(
+        f"kernels max abs difference of L2-normalised 3D features over the folder: {worst:.4f} "
+        f"({'random-init' if weights_3d is None else weights_3d} ResNeXt-101)"
+    )
 
 
 def timed(fn, repeats: int, sync: bool) -> float:
@@ -167,18 +312,37 @@ def main() -> int:
         default="ultrafast",
         help="x264 preset of the generated clip (default ultrafast; e.g. medium, x264's own default)",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="decode measurements per backend (ranges printed)"
+    )
+    parser.add_argument("--profile", action="store_true", help="also show where the decoding CPU time goes")
+    parser.add_argument(
+        "--kernel-difference",
+        type=Path,
+        metavar="FOLDER",
+        help="compare 3D features of the fast and reference kernels on the videos of FOLDER, then stop",
+    )
+    parser.add_argument(
+        "--weights-3d", help="ResNeXt-101 weights for --kernel-difference (default: random init)"
+    )
     parser.add_argument("--batch-2d", type=int, default=128)
     parser.add_argument("--batch-3d", type=int, default=64)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*random init.*")
+    if args.kernel_difference:
+        kernel_difference(args.kernel_difference, args.weights_3d)
+        return 0
     if not args.gpu_only:
         with tempfile.TemporaryDirectory() as tmp:
             if args.video:
-                bench_decode(args.video, str(args.video))
+                video, label = args.video, str(args.video)
             else:
                 seconds = 20.0 if args.quick else 60.0
                 video = make_test_video(Path(tmp) / "bench.mp4", seconds, args.preset)
-                bench_decode(video, f"generated testsrc2 clip, x264 preset {args.preset}")
+                label = f"generated testsrc2 clip, x264 preset {args.preset}"
+            bench_decode(video, label, args.repeats)
+            if args.profile:
+                profile_decode(video, args.repeats)
         bench_cpu(num_frames=2 if args.quick else 8, num_clips=1 if args.quick else 4)
     if torch.cuda.is_available() and not args.cpu_only:
         bench_gpu(args.batch_2d, args.batch_3d, num_batches=4 if args.quick else 16)

@@ -12,6 +12,17 @@ is therefore the ``fps`` filter's and resizing is ffmpeg's default ``scale`` (bi
 the reference; only the number of decode passes differs. Explicit output sizes keep every frame the same size even
 if the stream's resolution changes midway.
 
+``DecodeConfig.kernel = "fast"`` changes the 3D branch only, to ``crop=S:S:X0:Y0,scale=SIZE_3D:SIZE_3D:flags=area,
+format=yuv420p``: the centre square of the full frame (S = the shorter side) is cut first, so the scaler reads
+and writes fewer pixels, scales it once with an area (box) kernel, and the colour conversion runs last, on the
+small frames. The crop covers the same region up to a fraction of a pixel; pixels differ from the reference's
+(docs/extraction.md gives the measured differences).
+
+A stream that the ``fps`` filter leaves empty (2D frames of a video shorter than 0.5 / RATE_2D, where ffmpeg
+also reports an output that "received no packets") gets the video's last frame, from a second, short ffmpeg run
+without the ``fps`` filter, so every video of at least one frame has at least one frame per stream, as the decord
+backend does.
+
 The two outputs are raw RGB on two pipes (``pipe:N`` with ``pass_fds``). One reader thread per pipe fills whole
 windows straight into numpy arrays (``os.readv``, no extra copies) and hands them over through a one-slot queue,
 so memory is bounded by a few windows whatever the video length; a third thread keeps the tail of stderr. Both
@@ -24,6 +35,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import resource
 import subprocess
 import threading
 import time
@@ -32,41 +44,58 @@ from fractions import Fraction
 
 import numpy as np
 
-from mcn.errors import MCNError
-from mcn.extract.decode import (
-    _CORRUPT_HINTS,
+from mcn.extract.decode_types import (
+    CORRUPT_HINTS,
     DecodeConfig,
     DecodeError,
+    DecoderUsage,
     FrameWindow,
     VideoInfo,
     ffmpeg_binary,
+    ffmpeg_missing,
     output_size_2d,
 )
 
 PIPE_BYTES = 1 << 20  # pipe capacity asked for (Linux): fewer wake-ups than the default 64 KB
 STDERR_TAIL_BYTES = 64 * 1024
 POLL_S = 0.1  # how often a blocked reader thread checks whether it should stop
+REAP_POLL_S = 0.002  # how often the end of ffmpeg is checked once its outputs are closed
 _NO_DECODER = re.compile(r"no decoder found for|Decoder \(codec \S+\) not found|Unknown decoder")
 _NO_STREAM = ("matches no streams", "does not contain any stream")
+_NO_PACKETS = "received no packets"  # ffmpeg's complaint about an output the fps filter left empty
 
 
 def _rate(rate: float) -> str:
     return str(Fraction(rate).limit_denominator(1_000_000))
 
 
+def resize_chains(info: VideoInfo, config: DecodeConfig) -> tuple[str, str]:
+    """The filters after frame picking: (2D chain, 3D chain)."""
+    width, height = info.display_size
+    width_2d, height_2d = output_size_2d(width, height, config.size_2d)
+    size = config.size_3d
+    if config.kernel == "fast":
+        side = min(width, height)
+        chain_3d = (
+            f"crop={side}:{side}:{(width - side) // 2}:{(height - side) // 2},"
+            f"scale={size}:{size}:flags=area,format=yuv420p"
+        )
+    else:
+        width_3d, height_3d = output_size_2d(width, height, size)
+        left, top = (width_3d - size) // 2, (height_3d - size) // 2
+        chain_3d = f"scale={width_3d}:{height_3d},crop={size}:{size}:{left}:{top}"
+    return f"scale={width_2d}:{height_2d}", chain_3d
+
+
 def filter_graph(info: VideoInfo, config: DecodeConfig) -> tuple[str, tuple[int, int]]:
     """The ``-filter_complex`` graph (outputs ``[o1]`` 2D, ``[o2]`` 3D) and the 2D frame (width, height)."""
-    display = info.display_size
-    width_2d, height_2d = output_size_2d(*display, config.size_2d)
-    width_3d, height_3d = output_size_2d(*display, config.size_3d)
-    left, top = (width_3d - config.size_3d) // 2, (height_3d - config.size_3d) // 2
+    chain_2d, chain_3d = resize_chains(info, config)
     graph = (
         "[0:v:0]split=2[a][b];"
-        f"[a]fps={_rate(config.rate_2d)},scale={width_2d}:{height_2d}[o1];"
-        f"[b]fps={_rate(config.rate_3d)},scale={width_3d}:{height_3d},"
-        f"crop={config.size_3d}:{config.size_3d}:{left}:{top}[o2]"
+        f"[a]fps={_rate(config.rate_2d)},{chain_2d}[o1];"
+        f"[b]fps={_rate(config.rate_3d)},{chain_3d}[o2]"
     )
-    return graph, (width_2d, height_2d)
+    return graph, output_size_2d(*info.display_size, config.size_2d)
 
 
 def classify(stderr: str, path: str) -> DecodeError:
@@ -78,7 +107,7 @@ def classify(stderr: str, path: str) -> DecodeError:
         return DecodeError("no_video_stream", f"{path} has no video stream")
     if "No such file or directory" in stderr:
         return DecodeError("not_found", path)
-    hint = next((h for h in _CORRUPT_HINTS if h in stderr), lines[-1] if lines else "ffmpeg failed")
+    hint = next((h for h in CORRUPT_HINTS if h in stderr), lines[-1] if lines else "ffmpeg failed")
     return DecodeError("corrupt", f"{path}: {hint}")
 
 
@@ -132,17 +161,17 @@ def _pipe() -> tuple[int, int]:
     return read_fd, write_fd
 
 
-def iter_windows(path: str, info: VideoInfo, config: DecodeConfig) -> Iterator[FrameWindow]:
+def iter_windows(
+    path: str, info: VideoInfo, config: DecodeConfig, usage: DecoderUsage | None = None
+) -> Iterator[FrameWindow]:
     """Decode ``path`` once with ffmpeg and yield its frame windows (see the module docstring).
 
-    ffmpeg starts at the first ``next()``; closing the generator early kills it.
+    ffmpeg starts at the first ``next()``; closing the generator early kills it. ``usage`` receives the CPU
+    seconds of the ffmpeg processes when the windows end.
     """
     graph, (width_2d, height_2d) = filter_graph(info, config)
     shapes = ((height_2d, width_2d, 3), (config.size_3d, config.size_3d, 3))
-    per_window = (
-        round(config.window_seconds * config.rate_2d),
-        round(config.window_seconds * config.rate_3d),
-    )
+    per_window = config.frames_per_window
     pipes = [_pipe(), _pipe()]
     # global and input options, then one rawvideo output per pipe
     cmd = [
@@ -164,14 +193,13 @@ def iter_windows(path: str, info: VideoInfo, config: DecodeConfig) -> Iterator[F
         for read_fd, _ in pipes:
             os.close(read_fd)
         if isinstance(error, FileNotFoundError):
-            raise MCNError(
-                f"ffmpeg binary not found: {cmd[0]}; point the ffmpeg option at an ffmpeg executable"
-            ) from error
+            raise ffmpeg_missing(cmd[0]) from error
         raise
     finally:
         for _, write_fd in pipes:  # ffmpeg holds the write ends now: EOF comes when it exits
             os.close(write_fd)
-    yield from _windows(proc, pipes, shapes, per_window, path, config)
+    usage = DecoderUsage() if usage is None else usage
+    yield from _windows(proc, pipes, shapes, per_window, path, info, config, usage)
 
 
 def _windows(
@@ -180,7 +208,9 @@ def _windows(
     shapes: tuple[tuple[int, int, int], ...],
     per_window: tuple[int, int],
     path: str,
+    info: VideoInfo,
     config: DecodeConfig,
+    usage: DecoderUsage,
 ) -> Iterator[FrameWindow]:
     stop = threading.Event()
     slots: list[queue.Queue] = [queue.Queue(maxsize=1), queue.Queue(maxsize=1)]
@@ -194,6 +224,7 @@ def _windows(
         thread.start()
     try:
         finished = [False, False]
+        filled_in = False  # a stream the fps filter left empty got the last frame
         window = 0
         while True:
             deadline = time.monotonic() + config.timeout_s
@@ -213,6 +244,11 @@ def _windows(
                 parts.append(item)
             if all(finished):
                 break
+            if window == 0:
+                for stream in (0, 1):
+                    if parts[stream] is None and parts[1 - stream] is not None:
+                        parts[stream] = _last_frame(path, info, config, stream, shapes[stream], usage)
+                        filled_in = True
             frames_2d, frames_3d = (
                 part if part is not None else np.empty((0, *shape), dtype=np.uint8)
                 for part, shape in zip(parts, shapes)
@@ -221,15 +257,11 @@ def _windows(
                 start_s=window * config.window_seconds, frames_2d_THWC=frames_2d, frames_3d_THWC=frames_3d
             )
             window += 1
-        try:
-            returncode = proc.wait(timeout=config.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DecodeError(
-                "timeout", f"ffmpeg did not exit within {config.timeout_s:g} s: {path}"
-            ) from None
+        returncode = _reap(proc, config.timeout_s, usage, path)
         threads[-1].join()
-        if returncode != 0:
-            raise classify(tail.decode("utf-8", errors="replace"), path)
+        stderr = tail.decode("utf-8", errors="replace")
+        if returncode != 0 and not (filled_in and _NO_PACKETS in stderr):
+            raise classify(stderr, path)
         if window == 0:
             raise DecodeError("empty", f"{path}: ffmpeg decoded no video frames")
     finally:
@@ -242,3 +274,46 @@ def _windows(
         for read_fd, _ in pipes:
             os.close(read_fd)
         proc.stderr.close()
+
+
+def _reap(proc: subprocess.Popen, timeout_s: float, usage: DecoderUsage, path: str) -> int:
+    """Wait (at most ``timeout_s``) for ffmpeg to exit; add its CPU seconds to ``usage``; its exit code."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            usage.cpu_s += rusage.ru_utime + rusage.ru_stime
+            return proc.returncode
+        if time.monotonic() > deadline:
+            raise DecodeError("timeout", f"ffmpeg did not exit within {timeout_s:g} s: {path}")
+        time.sleep(REAP_POLL_S)
+
+
+def _last_frame(
+    path: str,
+    info: VideoInfo,
+    config: DecodeConfig,
+    stream: int,
+    shape: tuple[int, int, int],
+    usage: DecoderUsage,
+) -> np.ndarray:
+    """The last frame of a (very short) video through ``stream``'s resize chain, as a (1, H, W, 3) array."""
+    chain = resize_chains(info, config)[stream]
+    cmd = [
+        ffmpeg_binary(config.ffmpeg), "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-threads", str(config.decode_threads), "-i", path, "-map", "0:v:0", "-vf", chain,
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=config.timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DecodeError("timeout", f"ffmpeg ran longer than {config.timeout_s:g} s: {path}") from None
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage.cpu_s += after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    frame_bytes = int(np.prod(shape))
+    if result.returncode != 0 or len(result.stdout) < frame_bytes:
+        raise classify(result.stderr.decode("utf-8", errors="replace"), path)
+    last = result.stdout[len(result.stdout) // frame_bytes * frame_bytes - frame_bytes :][:frame_bytes]
+    return np.frombuffer(last, dtype=np.uint8).reshape(1, *shape).copy()

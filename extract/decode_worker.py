@@ -2,9 +2,10 @@
 
 Frame picking. Output frame ``k`` of a stream at ``rate`` frames per second shows the video at time
 ``(k + 0.5) / rate`` (the middle of its interval): it is the last decoded frame whose presentation time
-(decord's ``get_frame_timestamp``, relative to the first frame) is before that time (the first frame if none). A stream has
-``ceil(end * rate - 0.5)`` frames, where ``end`` is the end time of the last frame. This works from real
-timestamps, so 29.97 fps, 25 fps and variable-frame-rate videos land on the right seconds.
+(decord's ``get_frame_timestamp``, relative to the first frame) is before that time (the first frame if none). A
+stream has ``ceil(end * rate - 0.5)`` frames, where ``end`` is the end time of the last frame, and at least one:
+a video shorter than half an output interval gets its last frame. This works from real timestamps, so 29.97 fps,
+25 fps and variable-frame-rate videos land on the right seconds.
 
 How this differs from the reference (ffmpeg's ``fps`` filter, one ffmpeg pass per stream):
 - For constant-frame-rate input the ``fps`` filter (rounding "near") picks the same frames: it keeps, for each
@@ -12,50 +13,51 @@ How this differs from the reference (ffmpeg's ``fps`` filter, one ffmpeg pass pe
   ``(k + 0.5) / rate`` (a frame exactly at the midpoint rounds into the next slot there, so it is not picked
   here either). The reference's frame count can differ by one at the very end of the video.
 - Timestamps start at the first video frame; the ``fps`` filter starts at the first frame's rounded time.
-- Resizing: the 2D frames are scaled by decord (libswscale, bicubic) to the shorter side ``size_2d`` with the
-  other side ``int(side * size_2d / shorter)``, as the reference computes it. The 3D frames are not decoded a
-  second time: the centre square of each 2D-size frame is reduced to ``size_3d`` (the rounded mean of each
-  block when the square's side is a multiple of ``size_3d``, i.e. 2x2 blocks at the default 224 -> 112;
+- Resizing: the 2D frames are scaled by decord to the shorter side ``size_2d`` with the other side
+  ``int(side * size_2d / shorter)``, as the reference computes it. decord's filter graph is a plain
+  ``scale=W:H`` of its bundled FFmpeg 4.1, whose default kernel is **bilinear** (the reference's ffmpeg command
+  line uses bicubic); its frames equal those of ``scale=W:H:flags=bilinear`` in today's ffmpeg. The 3D frames are
+  not decoded a second time: the centre square of each 2D-size frame is reduced to ``size_3d`` (the rounded mean
+  of each block when the square's side is a multiple of ``size_3d``, i.e. 2x2 blocks at the default 224 -> 112;
   Pillow's antialiased bilinear filter for other sizes), where the reference scales the full frame to shorter
-  side 112 with bicubic, then crops.
-  Pixel values therefore differ slightly from the reference's; the crop covers the same region.
+  side 112 with bicubic, then crops. Pixel values therefore differ from the reference's; the crop covers the
+  same region.
 - Rotation: decord applies the display matrix like ffmpeg's autorotation, so frames are upright; it must be
   given the output size in the displayed orientation (:attr:`VideoInfo.display_size`).
 
-Only the frames some stream needs are converted to RGB (decord decodes and skips the others), and they are
-read sequentially with ``get_batch`` on ascending index chunks (decord seeks slowly) and taken over by numpy
-through DLPack without a copy. The block means run on a few consecutive picked frames at a time, straight from
-the decoded batch (row sums, then shifted column sums, in uint16) into the window's array; the result is
-bit-identical to summing each block directly.
+Where the time goes: decord decodes every frame (the 24 fps stream needs nearly all of them) and converts each
+frame a stream uses to RGB at the 2D size inside its own decoding thread; that conversion costs about as much as
+a third to a half of the decoding and bounds this backend (docs/extraction.md has the profile). The rest is
+kept small: frames are read sequentially with ``get_batch`` on ascending index chunks (decord seeks slowly),
+taken over by numpy through DLPack without a copy, and the block means run in one compiled pass per frame
+(:func:`_block_means`, numba) straight from the decoded batch into the window's array.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection
+from collections.abc import Iterator
 
+import numba
 import numpy as np
 from PIL import Image
 
-from mcn.extract.decode import DecodeConfig, DecodeError, FrameWindow, VideoInfo, output_size_2d
+from mcn.extract.decode_types import DecodeConfig, DecodeError, FrameWindow, VideoInfo, output_size_2d
 
 M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 CHUNK_FRAMES = 32  # frames per get_batch call: a few MB at 224p, large enough to amortise the call
-# decord's reading thread can run ahead of its decoding thread and queue decoded frames (RSS grew to 1.6 GB on
-# a 10-minute 24 fps video); reopening the reader every few minutes drops that queue, at the cost of decoding
-# from the previous keyframe once per reopening.
-REOPEN_SECONDS = 60.0
-BLOCK_GROUP = 8  # frames per block-mean pass: their uint16 sums stay in the CPU cache
 AVERROR_DECODER_NOT_FOUND = -1128613112  # FFERRTAG(0xF8, 'D', 'E', 'C'): the stream's codec has no decoder
 
-__all__ = ["centre_squares_resized", "classify", "iter_windows", "output_size_2d", "pick_frames", "run_child"]
+__all__ = ["centre_squares_resized", "classify", "iter_windows", "limit_malloc_arenas", "pick_frames"]
 
 
 def pick_frames(starts_s: np.ndarray, end_s: float, rate: float) -> np.ndarray:
-    """For k = 0 .. ceil(end * rate - 0.5) - 1, the index of the last frame starting before (k + 0.5) / rate."""
-    num_out = max(0, math.ceil(end_s * rate - 0.5))
+    """For k = 0 .. ceil(end * rate - 0.5) - 1, the index of the last frame starting before (k + 0.5) / rate.
+
+    A video of at least one frame gets at least one output frame (the last frame shown before 0.5 / rate).
+    """
+    num_out = max(1, math.ceil(end_s * rate - 0.5)) if len(starts_s) else 0
     targets = (np.arange(num_out) + 0.5) / rate
     return np.clip(np.searchsorted(starts_s, targets - 1e-6, side="left") - 1, 0, None)
 
@@ -63,63 +65,81 @@ def pick_frames(starts_s: np.ndarray, end_s: float, rate: float) -> np.ndarray:
 def centre_squares_resized(
     frames_NHWC: np.ndarray, size: int, picks: np.ndarray | None = None, out_NHWC: np.ndarray | None = None
 ) -> np.ndarray:
-    """The centre square of each frame (of ``frames_NHWC[picks]`` when given, ``picks`` ascending; side = the
-    shorter side), resized to size x size, written into ``out_NHWC`` when given.
+    """The centre square of each frame (of ``frames_NHWC[picks]`` when given; side = the shorter side), resized
+    to size x size, written into ``out_NHWC`` when given.
 
     When the side is a multiple of ``size`` (the default: 224 -> 112) each output pixel is the rounded mean of its
-    block; otherwise Pillow's antialiased bilinear resize, frame by frame.
+    block, ``(sum + area // 2) // area``; otherwise Pillow's antialiased bilinear resize, frame by frame.
     """
     height, width = frames_NHWC.shape[1:3]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    squares_NHWC = frames_NHWC[:, top : top + side, left : left + side]
     picks = np.arange(len(frames_NHWC)) if picks is None else np.asarray(picks)
     if out_NHWC is None:
         out_NHWC = np.empty((len(picks), size, size, 3), dtype=np.uint8)
-    factor = side // size
-    if side % size == 0 and factor <= 16:  # block sums of up to 16x16 uint8 values fit in uint16
-        for first, stop in _runs(picks, BLOCK_GROUP):
-            squares = squares_NHWC[picks[first] : picks[stop - 1] + 1]  # consecutive frames: a view, no copy
-            _block_means(squares, factor, out_NHWC[first:stop])
+    if side % size == 0:
+        frames_NHWC = np.ascontiguousarray(frames_NHWC)
+        _block_means(frames_NHWC, top, left, side // size, picks.astype(np.int64), out_NHWC)
         return out_NHWC
+    squares_NHWC = frames_NHWC[:, top : top + side, left : left + side]
     for pick, out in zip(picks, out_NHWC):
         square = Image.fromarray(np.ascontiguousarray(squares_NHWC[pick]))
         out[:] = square.resize((size, size), Image.BILINEAR)
     return out_NHWC
 
 
-def _runs(picks: np.ndarray, longest: int) -> Iterator[tuple[int, int]]:
-    """[first, stop) ranges of positions in ``picks`` whose values are consecutive, each at most ``longest``."""
-    bounds = [0, *(np.flatnonzero(np.diff(picks) != 1) + 1).tolist(), len(picks)]
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        for first in range(start, end, longest):
-            yield first, min(first + longest, end)
+@numba.njit(
+    numba.void(
+        numba.types.Array(numba.uint8, 4, "C", readonly=True),  # decord's frames, shared read-only
+        numba.int64,
+        numba.int64,
+        numba.int64,
+        numba.int64[::1],
+        numba.uint8[:, :, :, ::1],
+    ),
+    cache=True,
+    nogil=True,
+    boundscheck=False,
+)
+def _block_means(frames_NHWC, top, left, factor, positions, out_NHWC):
+    """out[n] = rounded means of the factor x factor blocks of frames[positions[n]]'s square at (top, left).
 
-
-def _block_means(squares_NHWC: np.ndarray, factor: int, out_NHWC: np.ndarray) -> None:
-    """Write the rounded means of the factor x factor blocks of (N, side, side, 3) uint8 squares to ``out_NHWC``."""
-    num, side = squares_NHWC.shape[:2]
-    size = side // factor
-    # one row per block row of the image: its `factor` pixel rows side by side
-    rows = squares_NHWC.reshape(num, size, factor, side * 3)
-    if factor == 1:
-        column_sums = rows[:, :, 0].astype(np.uint16)
-    else:
-        column_sums = np.add(rows[:, :, 0], rows[:, :, 1], dtype=np.uint16)
-    for row in range(2, factor):
-        column_sums += rows[:, :, row]
-    flat = column_sums.reshape(-1)
-    sums = flat.copy() if factor > 1 else flat
-    for column in range(1, factor):  # sums[k] += the value `column` pixels to the right (3 values per pixel)
-        sums[: -3 * column] += flat[3 * column :]
+    One pass over the square: the rows of a block are summed into one row of uint16 sums, whose groups of
+    ``factor`` pixels then make the output row. Exact integer arithmetic, bit-identical to summing each block.
+    """
+    size = out_NHWC.shape[1]
+    width = size * factor * 3  # values in one row of the square
+    start = left * 3
+    sums = np.empty(width, np.uint16)
+    if factor == 2:  # the default (224 -> 112), written out so that the compiler vectorises the row sums
+        for n in range(positions.shape[0]):
+            frame = frames_NHWC[positions[n]]
+            for y in range(size):
+                row0 = frame[top + 2 * y].reshape(-1)[start : start + width]
+                row1 = frame[top + 2 * y + 1].reshape(-1)[start : start + width]
+                for k in range(width):
+                    sums[k] = np.uint16(row0[k]) + np.uint16(row1[k])
+                dst = out_NHWC[n, y].reshape(-1)
+                for x in range(size):
+                    for c in range(3):
+                        dst[3 * x + c] = (sums[6 * x + c] + sums[6 * x + 3 + c] + 2) >> 2
+        return
     area = factor * factor
-    sums += area // 2
-    if area & (area - 1) == 0:
-        sums >>= area.bit_length() - 1
-    else:
-        sums //= area
-    # the first pixel of each block holds its mean
-    np.copyto(out_NHWC, sums.reshape(num, size, size, factor * 3)[..., :3], casting="unsafe")
+    for n in range(positions.shape[0]):
+        frame = frames_NHWC[positions[n]]
+        for y in range(size):
+            sums[:] = 0
+            for dy in range(factor):
+                row = frame[top + y * factor + dy].reshape(-1)[start : start + width]
+                for k in range(width):
+                    sums[k] += row[k]
+            dst = out_NHWC[n, y].reshape(-1)
+            for x in range(size):
+                for c in range(3):
+                    total = area // 2
+                    for dx in range(factor):
+                        total += np.int64(sums[(x * factor + dx) * 3 + c])
+                    dst[3 * x + c] = total // area
 
 
 def _open(path: str, info: VideoInfo, config: DecodeConfig):
@@ -168,11 +188,7 @@ def iter_windows(path: str, info: VideoInfo, config: DecodeConfig) -> Iterator[F
     num_windows = max(math.ceil(len(picks_2d) / per_window_2d), math.ceil(len(picks_3d) / per_window_3d))
     width, height = output_size_2d(*info.display_size, config.size_2d)
     carried: tuple[int, np.ndarray] | None = None  # the last frame read: the next window may start on it
-    windows_per_reader = max(1, int(REOPEN_SECONDS // config.window_seconds))
     for window in range(num_windows):
-        if window > 0 and window % windows_per_reader == 0:
-            del reader
-            reader = _open(path, info, config)[0]
         window_2d = picks_2d[window * per_window_2d : (window + 1) * per_window_2d]
         window_3d = picks_3d[window * per_window_3d : (window + 1) * per_window_3d]
         frames_2d = np.empty((len(window_2d), height, width, 3), dtype=np.uint8)
@@ -241,16 +257,10 @@ def _place_2d(out_THWC: np.ndarray, picks: np.ndarray, indices: np.ndarray, batc
 def _place_3d(
     out_THWC: np.ndarray, picks: np.ndarray, indices: np.ndarray, batch_NHWC: np.ndarray, size: int
 ) -> None:
-    """Like :func:`_place_2d` for the centre squares at ``size``, each computed once per decoded frame."""
+    """Like :func:`_place_2d` for the centre squares at ``size``, straight into the window's array."""
     slots, positions = _slots(picks, indices)
-    if len(slots) == 0:
-        return
-    unique_positions, inverse = np.unique(positions, return_inverse=True)
-    if len(unique_positions) == len(slots):
-        # no frame fills two slots; picks ascend, so the slots are a range: write in place
-        centre_squares_resized(batch_NHWC, size, unique_positions, out_THWC[slots[0] : slots[-1] + 1])
-    else:
-        out_THWC[slots] = centre_squares_resized(batch_NHWC, size, unique_positions)[inverse]
+    if len(slots):  # picks ascend, so the slots are a range
+        centre_squares_resized(batch_NHWC, size, positions, out_THWC[slots[0] : slots[-1] + 1])
 
 
 def limit_malloc_arenas() -> None:
@@ -266,28 +276,3 @@ def limit_malloc_arenas() -> None:
     except OSError:  # not glibc: nothing to tune
         return
     libc.mallopt(M_ARENA_MAX, 1)
-
-
-def run_child(
-    sender: Connection,
-    path: str,
-    info: VideoInfo,
-    config: DecodeConfig,
-    source: Callable[..., Iterator[FrameWindow]],
-) -> None:
-    """Child-process entry: stream ``source``'s windows as (header, 2D bytes, 3D bytes), then "done" or an error."""
-    limit_malloc_arenas()
-    try:
-        for window in source(path, info, config):
-            sender.send(("window", window.start_s, window.frames_2d_THWC.shape, window.frames_3d_THWC.shape))
-            sender.send_bytes(np.ascontiguousarray(window.frames_2d_THWC).reshape(-1))
-            sender.send_bytes(np.ascontiguousarray(window.frames_3d_THWC).reshape(-1))
-        sender.send(("done",))
-    except DecodeError as error:
-        sender.send(("error", error.reason, error.detail))
-    except (
-        Exception
-    ) as error:  # a decoder failure this module does not know; the parent records it as corrupt
-        sender.send(("error", "corrupt", f"{path}: {type(error).__name__}: {error}"))
-    finally:
-        sender.close()

@@ -2,8 +2,9 @@
 
 :class:`VideoStream` walks one video file: probe → sidecar captions → audio track and log-mel → frame windows.
 It yields a :class:`VideoHeader` (metadata, log-mel, captions, and the waveform when speech recognition must
-make the captions), then one :class:`ModelWindow` per decode window: the window's frames for the 2D and the 3D
-network. 3D frames that do not fill a 16-frame clip carry over to the next window, so only the end of the video
+make the captions; otherwise the log-mel is computed from the track in chunks, in memory that does not grow
+with the track's length), then one :class:`ModelWindow` per decode window: the window's frames for the 2D and
+the 3D network. 3D frames that do not fill a 16-frame clip carry over to the next window, so only the end of the video
 is padded. This is the only place that calls the decoding layer (:mod:`mcn.extract.decode`, :mod:`.audio`).
 
 :class:`VideoAssembly` collects what the models and the speech recogniser return for one video, in any order,
@@ -25,7 +26,7 @@ import numpy as np
 
 from mcn.extract.batching import MODEL_KINDS
 from mcn.extract.constants import AUDIO_SAMPLE_RATE, CLIP_FRAMES, FEATURE_DIM
-from mcn.extract.decode import DecodeConfig, VideoInfo, iter_frame_windows, probe, read_audio
+from mcn.extract.decode import DecodeConfig, VideoInfo, iter_frame_windows, probe, read_audio, read_log_mel
 
 if TYPE_CHECKING:
     from mcn.extract.extractors import CaptionTokenizer
@@ -98,7 +99,7 @@ class VideoStream:
 
         decode = self.decode
         self.stage = "decode"
-        info = probe(self.video_path, decode.ffmpeg, decode.timeout_s)
+        info = probe(self.video_path, decode.timeout_s)
         # Sidecar captions before the audio: a broken caption file fails fast, before the expensive decoding.
         self.stage = "captions"
         captions, source = [], "none"
@@ -108,9 +109,12 @@ class VideoStream:
         logmel = waveform = None
         if info.has_audio:
             self.stage = "audio"
-            waveform = read_audio(self.video_path, AUDIO_SAMPLE_RATE, decode.ffmpeg, decode.timeout_s)
-            logmel = np.asarray(audio.log_mel(waveform), np.float32).astype(np.float16)
-        needs_asr = self.transcribe and self.caption_path is None and waveform is not None
+            if self.transcribe and self.caption_path is None:  # speech recognition takes the whole waveform
+                waveform = read_audio(self.video_path, AUDIO_SAMPLE_RATE, decode.ffmpeg, decode.timeout_s)
+                logmel = audio.log_mel(waveform).astype(np.float16)
+            else:  # in chunks: memory does not grow with the track's length
+                logmel = read_log_mel(self.video_path, decode.ffmpeg, decode.timeout_s)
+        needs_asr = waveform is not None
         yield VideoHeader(info, logmel, captions, source, needs_asr, waveform if needs_asr else None)
         del waveform
         self.stage = "decode"

@@ -4,6 +4,12 @@ Caption sources: YouTube WebVTT auto-captions (``.vtt``; the rolling lines are d
 and the HowTo100M caption forms: a per-video CSV with ``start,end,text`` columns (``.csv``) and the per-video
 ``raw_caption.json`` entry ``{"start": [...], "end": [...], "text": [...]}`` or a list of ``{start, end, text}``
 objects (``.json``). Every reader returns ``[(start_s, end_s, text), ...]`` in file order.
+
+:func:`read_captions` validates every file the same way, whatever its format: a regular file (a FIFO, a device
+or a folder is refused without being read), at most :data:`MAX_CAPTION_BYTES` read within
+:data:`READ_TIMEOUT_S`, UTF-8, and caption times that are finite, >= 0 and do not end before they start (the
+rule ``mcn.store.invalid_captions`` applies to stored captions). Any problem is a :class:`CaptionError` with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import csv
 import html
 import io
 import json
+import os
 import re
+import stat
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,16 +39,27 @@ _TOKEN = re.compile(r"[\w']+")
 _TAG = re.compile(r"<[^>]*>")
 _TIMING = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)")
 _TIMESTAMP = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})$")
+# A 10-hour video's auto-captions are a few MB; a whole-dataset caption file (GBs) is a mistake.
+MAX_CAPTION_BYTES = 32 << 20
+# Reading 32 MB takes well under a second from any disk; a read still blocked after this is a stuck file system.
+READ_TIMEOUT_S = 60.0
+MAX_DETAIL_CHARS = 300
 
 
 class CaptionError(MCNError):
-    """A caption file that cannot be read. ``reason``: not_found, unsupported_format, encoding or malformed."""
+    """A caption file that cannot be used. ``reason``: not_found, not_a_file, unreadable, too_large, timeout,
+    unsupported_format, encoding or malformed; ``detail`` says what is wrong in one line."""
 
     def __init__(self, path: str | Path, reason: str, detail: str):
-        super().__init__(f"caption file {path}: {reason}: {detail}")
+        detail = _one_line(detail)[:MAX_DETAIL_CHARS]
+        super().__init__(f"caption file {_one_line(str(path))}: {reason}: {detail}")
         self.path = str(path)
         self.reason = reason
         self.detail = detail
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def tokenize(text: str) -> list[str]:
@@ -56,21 +76,85 @@ def caption_format(path: str | Path) -> str:
 
 
 def read_captions(path: str | Path) -> list[Caption]:
-    """Read a caption file (format from its extension). Raises :class:`CaptionError` for a broken file."""
+    """Read and validate a caption file (format from its extension); any problem raises :class:`CaptionError`."""
     fmt = caption_format(path)
+    data = _read_bounded(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise CaptionError(path, "not_found", "no such file") from None
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise CaptionError(
             path, "encoding", f"not UTF-8 text ({error.reason} at byte {error.start})"
         ) from None
     readers = {"vtt": parse_vtt, "srt": parse_srt, "csv": parse_csv, "json": parse_json}
     try:
-        return readers[fmt](text)
-    except ValueError as error:
-        raise CaptionError(path, "malformed", str(error)) from None
+        captions = readers[fmt](text)
+    # What a parser of untrusted text can raise: bad values and types, huge or deeply nested JSON, CSV errors.
+    except (ValueError, TypeError, OverflowError, RecursionError, csv.Error) as error:
+        raise CaptionError(path, "malformed", str(error) or type(error).__name__) from None
+    problem = caption_times_problem(captions)
+    if problem is not None:
+        raise CaptionError(path, "malformed", problem)
+    return captions
+
+
+def caption_times_problem(captions: list[Caption]) -> str | None:
+    """Why the times of ``captions`` are invalid as the store keeps them (float32), or None.
+
+    Valid: finite, >= 0, no caption ending before it starts; the rule of ``mcn.store.invalid_captions``.
+    """
+    times = np.array([(start, end) for start, end, _ in captions], np.float64).reshape(-1, 2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        stored = times.astype(np.float32)
+    for index, (start, end) in enumerate(stored.tolist()):
+        if not (np.isfinite(start) and np.isfinite(end)):
+            return f"caption {index} has a non-finite time (start {times[index, 0]}, end {times[index, 1]})"
+        if start < 0:
+            return f"caption {index} starts before 0 s (start {start})"
+        if end < start:
+            return f"caption {index} ends before it starts (start {start}, end {end})"
+    return None
+
+
+def _read_bounded(path: str | Path) -> bytes:
+    """The bytes of a regular file of at most MAX_CAPTION_BYTES, read within READ_TIMEOUT_S.
+
+    The type is checked on the opened descriptor (opened non-blocking: a FIFO would block an ordinary open),
+    so a link to a device or a FIFO is refused before anything is read. The read runs in a helper thread: a
+    file system that stops answering costs that thread, not the job.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CaptionError(path, "not_found", "no such file") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+        raise CaptionError(path, "unreadable", getattr(error, "strerror", None) or str(error)) from None
+    mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+        raise CaptionError(path, "not_a_file", f"{kind}, not a regular file")
+    if size > MAX_CAPTION_BYTES:
+        os.close(fd)
+        raise CaptionError(path, "too_large", f"{size} bytes, more than the {MAX_CAPTION_BYTES} allowed")
+    result: dict = {}
+
+    def read() -> None:
+        try:
+            with os.fdopen(fd, "rb") as f:
+                result["data"] = f.read(MAX_CAPTION_BYTES + 1)
+        except OSError as error:
+            result["error"] = error
+
+    reader = threading.Thread(target=read, name="caption-reader", daemon=True)
+    reader.start()
+    reader.join(READ_TIMEOUT_S)
+    if reader.is_alive():
+        raise CaptionError(path, "timeout", f"no data within {READ_TIMEOUT_S:.0f} s")
+    if "error" in result:
+        raise CaptionError(path, "unreadable", result["error"].strerror or str(result["error"]))
+    if len(result["data"]) > MAX_CAPTION_BYTES:
+        raise CaptionError(path, "too_large", f"more than the {MAX_CAPTION_BYTES} bytes allowed")
+    return result["data"]
 
 
 def parse_timestamp(stamp: str) -> float:
@@ -169,11 +253,22 @@ def _caption_rows(starts: list, ends: list, texts: list) -> list[Caption]:
         raise ValueError(f"start/end/text lengths differ: {len(starts)}, {len(ends)}, {len(texts)}")
     rows = []
     for index, (start, end, text) in enumerate(zip(starts, ends, texts, strict=True)):
+        if isinstance(start, bool) or isinstance(end, bool):
+            raise ValueError(f"caption {index}: start/end must be numbers, got {start!r}, {end!r}")
+        if not (text is None or isinstance(text, (str, int, float))) or isinstance(text, bool):
+            raise ValueError(f"caption {index}: text must be a string, got {type(text).__name__}")
         try:
             rows.append((float(start), float(end), "" if text is None else str(text).strip()))
-        except (TypeError, ValueError):
-            raise ValueError(f"caption {index}: start/end must be numbers, got {start!r}, {end!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(
+                f"caption {index}: start/end must be numbers, got {_short(start)}, {_short(end)}"
+            ) from None
     return rows
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_csv(text: str) -> list[Caption]:
@@ -193,7 +288,9 @@ def parse_json(text: str) -> list[Caption]:
     except json.JSONDecodeError as error:
         raise ValueError(f"invalid JSON ({error.msg} at line {error.lineno})") from None
     if isinstance(data, dict) and {"start", "end", "text"} <= set(data):
-        return _caption_rows(list(data["start"]), list(data["end"]), list(data["text"]))
+        if not all(isinstance(data[key], list) for key in ("start", "end", "text")):
+            raise ValueError('"start", "end" and "text" must be lists')
+        return _caption_rows(data["start"], data["end"], data["text"])
     if isinstance(data, list) and all(
         isinstance(item, dict) and {"start", "end", "text"} <= set(item) for item in data
     ):

@@ -17,6 +17,8 @@ Shape legend: N batch, T frames, C channels, H/W height/width.
 from __future__ import annotations
 
 import functools
+import pickle
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -303,13 +305,54 @@ def _zero_init_residual_branches(model: nn.Module) -> None:
 
 
 def _read_state_dict(path: str | Path) -> dict:
+    """A checkpoint's tensors, loaded safely (tensors and plain containers only; nothing in it can run code).
+
+    A missing, damaged or unsafe file is a one-line :class:`MCNError` that says which of these it is.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MCNError(f"weights file not found: {path}")
+    if not path.is_file():
+        raise MCNError(f"weights file {path} is not a regular file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated download or a file in another format
-        raise MCNError(f"cannot read weights file {path}: {error}") from error
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = _UNSAFE_GLOBAL.search(str(error))
+        if found:
+            raise MCNError(
+                f"weights file {path} is refused: it is not a plain tensor checkpoint (it asks for "
+                f"{found.group(0).split()[-1]}, which could run code); give a state-dict file saved with "
+                "torch.save(model.state_dict(), ...)"
+            ) from None
+        raise MCNError(f"cannot read weights file {path}: not a PyTorch checkpoint") from None
+    except EOFError:
+        raise MCNError(f"cannot read weights file {path}: empty or truncated") from None
+    except (
+        RuntimeError,
+        OSError,
+        ValueError,
+    ) as error:  # torch reports a damaged zip archive as RuntimeError
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0][:200]
+        raise MCNError(f"cannot read weights file {path}: damaged or truncated ({first})") from None
+    if not isinstance(state, dict):
+        raise MCNError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+_UNSAFE_GLOBAL = re.compile(r"unsupported GLOBAL \S+|Unsupported global: GLOBAL \S+", re.IGNORECASE)
+
+
+def check_weights(name: str, weights: str | None) -> None:
+    """Load ``weights`` into the registered model ``name`` once, so that a missing, damaged, unsafe or
+    mismatched file is a one-line :class:`MCNError` before a job records the file's fingerprint."""
+    if weights is None:
+        return
+    try:
+        build_model(name, weights)
+    except (TypeError, AttributeError, KeyError, IndexError) as error:  # a dict of other things than tensors
+        raise MCNError(
+            f"weights file {weights} does not fit {name}: {type(error).__name__}: {error}"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------------- registry

@@ -2,8 +2,10 @@
 
 Every subcommand module exposes ``DESCRIPTION`` (one line), ``EPILOG`` (examples), ``add_arguments(parser)``
 and ``run(args) -> int``. A problem the user can fix (:class:`mcn.errors.MCNError`) is printed as one line with
-exit status 2; so is a full disk. Anything else is a bug and shows its traceback. Diagnostics go through
-``logging`` (level from ``$MCN_LOG_LEVEL``, default INFO); ``MCN_DEBUG=1`` also shows tracebacks of MCNErrors.
+exit status 2; so is a full disk. Anything else is a bug and shows its traceback. Ctrl-C is one line and exit
+status 130; a second Ctrl-C while the job cleans up is ignored, and so is one that comes after the subcommand
+has returned (its work is done: the exit status stays its own). Diagnostics go through ``logging`` (level from
+``$MCN_LOG_LEVEL``, default INFO); ``MCN_DEBUG=1`` also shows tracebacks of MCNErrors.
 """
 
 from __future__ import annotations
@@ -62,25 +64,27 @@ def build_subcommand_parser(name: str) -> tuple[argparse.ArgumentParser, object]
 
 
 def configure_logging() -> None:
-    """One line per record on stderr; ``$MCN_LOG_LEVEL`` (DEBUG, INFO, WARNING, ...) sets the level."""
+    """One line per record on stderr; ``$MCN_LOG_LEVEL`` (DEBUG, INFO, WARNING, ...) sets the level of mcn's own
+    loggers. Other libraries' loggers report warnings and errors only (gensim logs every file it loads)."""
     level = os.environ.get("MCN_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level if isinstance(logging.getLevelName(level), int) else "INFO",
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mcn").setLevel(level if isinstance(logging.getLevelName(level), int) else "INFO")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; ``argv`` None means this process is the ``mcn`` program (its arguments, its signals)."""
+    is_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
     if not argv or argv[0].startswith("-") or argv[0] not in SUBCOMMANDS:
         _top_level_parser().parse_args(argv[:1] if argv else ["--help"])
         return 2
     name, rest = argv[0], argv[1:]
-    parser, module = build_subcommand_parser(name)
-    args = parser.parse_args(rest)
     try:
-        return int(module.run(args) or 0)
+        parser, module = build_subcommand_parser(
+            name
+        )  # imports the job's libraries: Ctrl-C may land here too
+        code = int(module.run(parser.parse_args(rest)) or 0)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during clean-up prints no traceback
         print(f"mcn {name}: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -96,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({error.filename})" if error.filename else ""
         print(f"mcn {name}: error: no space left on the device{where}; free some and rerun", file=sys.stderr)
         return 2
+    if is_program:  # the work is done; what is left is the interpreter's exit (Ray, thread pools)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
 
 
 if __name__ == "__main__":

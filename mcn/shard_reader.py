@@ -1,8 +1,8 @@
 """Reading shards: footers kept per shard, a row group's bytes in as few reads as make sense, features in place.
 
-A local shard is opened for each read and its footer reused while the file's size and modification time are
-unchanged; a remote shard stays open (objects of a store are written once, so the next read costs only its own
-request). The wanted column chunks of a row group are fetched first (:class:`RowGroupBytes`); Arrow decodes
+A local shard is opened for each read (never through a symbolic link: :func:`mcn.storage.open_input` with
+``follow_links=False``) and its footer reused while the file's size and modification time are unchanged; a
+remote shard stays open (objects of a store are written once, so the next read costs only its own request). The wanted column chunks of a row group are fetched first (:class:`RowGroupBytes`); Arrow decodes
 the small columns from them, and the features of format 2 are viewed in place (:mod:`mcn.parquet_pages`), or
 decoded by Arrow when a shard was written some other way.
 """
@@ -78,7 +78,7 @@ def open_shard(path: StorePath) -> Iterator[Shard]:
             _remember(_remote_shards, key, shard)
         yield shard
         return
-    with storage.open_input(path) as file:
+    with storage.open_input(path, follow_links=False) as file:
         key = (str(path), file.size(), storage.modified_ns(path))
         footer = _footers.get(key)
         if footer is None:

@@ -15,11 +15,13 @@ a temporary file that :func:`remove_temporaries` clears, or an unfinished upload
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import os
 import re
 import secrets
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -99,6 +101,16 @@ def _open_filesystem(url: str) -> pafs.FileSystem:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs))
 
 
+class UnreadableFile(MCNError):
+    """A local path that a no-follow open refuses: a symbolic link, a folder, a FIFO, a device, or a file the
+    system will not open. ``reason`` is one line that completes ``f"{path} {reason}"``."""
+
+    def __init__(self, path: StorePath, reason: str):
+        super().__init__(f"{path} {reason}")
+        self.path = path
+        self.reason = reason
+
+
 def _info(path: StorePath) -> pafs.FileInfo:
     filesystem, where = resolve(path)
     return filesystem.get_file_info(where)
@@ -107,6 +119,11 @@ def _info(path: StorePath) -> pafs.FileInfo:
 def exists(path: StorePath) -> bool:
     """Whether a file, a folder or (object stores) any object under the prefix ``path`` exists."""
     return _info(path).type != pafs.FileType.NotFound
+
+
+def lexists(path: StorePath) -> bool:
+    """Like :func:`exists`, but a local symbolic link exists whatever it points to (it is not followed)."""
+    return os.path.lexists(local_path(path)) if not is_remote(path) else exists(path)
 
 
 def is_file(path: StorePath) -> bool:
@@ -140,14 +157,47 @@ def list_files(folder: StorePath, pattern: str = "*", recursive: bool = False) -
     return [join(folder, *r.split("/")) for r in relative]
 
 
-def open_input(path: StorePath) -> pa.NativeFile:
-    """A random-access file: ``read_at(nbytes, offset)`` fetches only that range (one ranged GET remotely)."""
+def list_names(folder: StorePath) -> list[str]:
+    """Names of everything directly in ``folder``, sorted: files, folders and (local) links, which are not
+    followed; an object store's "folders" are the prefixes below it. A folder that does not exist holds none."""
+    if not is_remote(folder):
+        folder = local_path(folder)
+        return sorted(os.listdir(folder)) if folder.is_dir() else []
+    filesystem, where = resolve(folder)
+    infos = filesystem.get_file_info(pafs.FileSelector(where, allow_not_found=True))
+    return sorted(i.base_name for i in infos)
+
+
+def open_input(path: StorePath, follow_links: bool = True) -> pa.NativeFile:
+    """A random-access file: ``read_at(nbytes, offset)`` fetches only that range (one ranged GET remotely).
+
+    With ``follow_links=False`` a local path must be a regular file itself: a symbolic link, a FIFO or a device
+    raises :class:`UnreadableFile` without being followed or blocking (object stores hold no links). A missing
+    file raises ``FileNotFoundError``.
+    """
+    if not follow_links and not is_remote(path):
+        return _open_regular(local_path(path))
     filesystem, where = resolve(path)
     return filesystem.open_input_file(where)
 
 
-def read_bytes(path: StorePath) -> bytes:
-    with open_input(path) as file:
+def _open_regular(path: Path) -> pa.NativeFile:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnreadableFile(path, "is a symbolic link") from None
+        raise UnreadableFile(path, f"cannot be opened ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnreadableFile(path, "is not a regular file")
+    return pa.PythonFile(os.fdopen(fd, "rb", buffering=0), mode="r")
+
+
+def read_bytes(path: StorePath, follow_links: bool = True) -> bytes:
+    with open_input(path, follow_links) as file:
         return file.read()
 
 

@@ -11,7 +11,9 @@ A store is a folder or an object-store prefix (any path :mod:`mcn.storage` resol
 Parquet was chosen over WebDataset tars because a row group can be read on its own (one video without reading
 its shard), columns can be projected (captions without features), the schema and key-value metadata make every
 shard self-describing, and every data tool reads it. Every file is written atomically (:func:`storage.atomic_write`),
-so a half-written shard never looks finished.
+so a half-written shard never looks finished. Reads trust nothing they find: a store file is never read through
+a symbolic link, and a file that is not what the store wrote (torn, a link, a folder, the wrong columns, a video
+twice) raises :class:`StoreDamage`, which names the file and says what is wrong with it.
 
 Format 2 stores features as standard Arrow columns, ``list<fixed_size_list<float16, D>>`` (one D-vector per
 frame, time first, log-mel included) and captions as ``list<struct<start, end, text, token_ids>>``, so pyarrow,
@@ -23,7 +25,9 @@ with; ``words.parquet`` holds the vector of every id a caption uses, so training
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -48,11 +52,81 @@ from mcn.store_rows import (  # noqa: F401 (the store's vocabulary, used as mcn.
 
 FORMAT_VERSIONS = (1, 2)  # the formats this module reads
 LATEST_FORMAT_VERSION = 2
-STORE_FORMAT_VERSION = 1  # what write_shard and write_manifest write unless told otherwise
+STORE_FORMAT_VERSION = 2  # what write_shard and write_manifest write unless told otherwise
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 WORDS = "words.parquet"
 FAILURES = "failures.parquet"
+FAILURE_COLUMNS = ("video_id", "source_path", "stage", "reason", "detail")
+_SHARD_NAME = re.compile(r"shard-(\d{6,})\.parquet")
+
+
+class StoreDamage(MCNError):
+    """A file of a store that is not what the store wrote: missing parts, torn, a link, a folder, unreadable.
+
+    ``path`` is the file, ``reason`` one line saying what is wrong with it.
+    """
+
+    def __init__(self, path: StorePath, reason: str):
+        super().__init__(f"{path} {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def open_regular(path: StorePath) -> pa.NativeFile:
+    """Open a store file for reading without following a symbolic link and without blocking on a FIFO.
+
+    Anything but a regular file raises :class:`StoreDamage`; a missing file raises ``FileNotFoundError``.
+    """
+    try:
+        return storage.open_input(path, follow_links=False)
+    except storage.UnreadableFile as error:
+        links = " (a store holds no links)" if "symbolic link" in error.reason else ""
+        raise StoreDamage(path, error.reason + links) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _shard_damage(path: StorePath) -> Iterator[None]:
+    """Errors of reading a shard become :class:`StoreDamage` (a missing file stays ``FileNotFoundError``)."""
+    try:
+        yield
+    except (StoreDamage, FileNotFoundError):
+        raise
+    except storage.UnreadableFile as error:
+        raise StoreDamage(path, error.reason) from None
+    except (OSError, pa.ArrowException) as error:
+        raise StoreDamage(path, f"is not a readable shard ({_first_line(error)})") from None
+
+
+def invalid_captions(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Mask of the captions whose times are invalid: not finite, before 0 s, or ending before they start.
+
+    The one rule that extraction (:mod:`mcn.extract.text`), ``mcn store verify`` and training apply.
+    """
+    starts, ends = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~(np.isfinite(starts) & np.isfinite(ends) & (starts >= 0) & (ends >= starts))
+
+
+def caption_problem(starts: np.ndarray, ends: np.ndarray) -> str | None:
+    """One line on the first invalid caption of a video (see :func:`invalid_captions`), or None."""
+    if len(starts) != len(ends):
+        return f"{len(starts)} caption starts but {len(ends)} ends"
+    bad = np.flatnonzero(invalid_captions(starts, ends))
+    if not len(bad):
+        return None
+    index = int(bad[0])
+    start, end = float(starts[index]), float(ends[index])
+    if not (np.isfinite(start) and np.isfinite(end)):
+        return f"caption {index} has a non-finite time (start {start}, end {end})"
+    if start < 0:
+        return f"caption {index} starts before 0 s (start {start})"
+    return f"caption {index} ends before it starts (start {start}, end {end})"
 
 
 def shard_name(index: int) -> str:
@@ -101,30 +175,121 @@ def shard_format(path: StorePath) -> int:
         return shard.footer.version
 
 
-def _read_columns(path: StorePath, columns: list[str], caption_field: str | None = None) -> pa.Table:
-    """Whole columns of a shard, plus one caption field as a list per video (named ``captions``)."""
+def _read_columns(path: StorePath, columns: list[str], caption_fields: Sequence[str] = ()) -> pa.Table:
+    """Whole columns of a shard, plus caption fields as a list per video each (named ``caption_<field>``)."""
     with shard_reader.open_shard(path) as shard:
         version = shard.footer.version
-        if caption_field is not None:
-            caption = f"caption_{caption_field}" if version == 1 else f"captions.list.element.{caption_field}"
-            columns = [*columns, caption]
+        if version == 1:
+            columns = [*columns, *(f"caption_{name}" for name in caption_fields)]
+        else:
+            columns = [*columns, *(f"captions.list.element.{name}" for name in caption_fields)]
         table = pq.ParquetFile(shard.file, metadata=shard.footer.metadata).read(columns=columns)
-    if caption_field is None:
+    if version == 1 or not caption_fields:
         return table
-    lists = table.column(table.num_columns - 1).combine_chunks()
-    if version == 2:  # list<struct<field>> -> list<field>
-        lists = pa.ListArray.from_arrays(lists.offsets, lists.values.flatten()[0])
-    return table.drop_columns(table.column_names[-1]).append_column("captions", lists)
+    lists = table.column("captions").combine_chunks()  # list<struct<the fields>> -> one list<field> each
+    items = lists.values.flatten()
+    table = table.drop_columns("captions")
+    for name in caption_fields:
+        values = items[lists.type.value_type.get_field_index(name)]
+        table = table.append_column(f"caption_{name}", pa.ListArray.from_arrays(lists.offsets, values))
+    return table
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """What a whole shard holds, per video in row-group order: ids, source paths, durations and ``extra``
+    dicts; the extraction identity its metadata records (None for shards written without one); its format."""
+
+    video_ids: list[str]
+    source_paths: list[str]
+    durations: list[float]
+    extras: list[dict]
+    extraction: dict | None = None
+    format_version: int = LATEST_FORMAT_VERSION
+
+
+def read_shard_index(path: StorePath) -> ShardIndex:
+    """Check that ``path`` is a whole shard and read its small columns; raises :class:`StoreDamage` if not.
+
+    Whole means: a regular file (not a link), a Parquet footer (a torn file has none), the columns and types of
+    a store format, one row group per video, distinct non-empty ids, and the ids its metadata lists. Feature
+    bytes are not read (``mcn store verify`` reads them).
+    """
+    with _shard_damage(path), shard_reader.open_shard(path) as shard:
+        parquet = pq.ParquetFile(shard.file, metadata=shard.footer.metadata)
+        schema = parquet.schema_arrow
+        for expected in store_rows.SCHEMAS[shard.footer.version]:
+            if schema.get_field_index(expected.name) < 0:
+                raise StoreDamage(path, f"lacks the column {expected.name!r}: not a shard of this store")
+            if not schema.field(expected.name).type.equals(expected.type):
+                raise StoreDamage(path, f"has a column {expected.name!r} of another type")
+        table = parquet.read(columns=["video_id", "source_path", "duration", "extra"])
+        num_row_groups = shard.footer.metadata.num_row_groups
+        version = shard.footer.version
+        metadata = schema.metadata or {}
+    video_ids = table.column("video_id").to_pylist()
+    if num_row_groups != len(video_ids) or any(not v for v in video_ids):
+        raise StoreDamage(path, "does not hold one row group per video: not written by this store's writer")
+    if len(set(video_ids)) != len(video_ids):
+        raise StoreDamage(path, "holds a video twice")
+    try:
+        listed = json.loads(metadata[b"video_ids"]) if b"video_ids" in metadata else None
+        extraction = json.loads(metadata[b"extraction"]) if b"extraction" in metadata else None
+    except ValueError:
+        raise StoreDamage(path, "has unreadable metadata") from None
+    if listed is not None and listed != video_ids:
+        raise StoreDamage(path, "holds other videos than its metadata lists")
+    extras = []
+    for text in table.column("extra").to_pylist():
+        try:
+            extra = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            raise StoreDamage(path, "has an unreadable 'extra' entry") from None
+        extras.append(extra if isinstance(extra, dict) else {})
+    source_paths = [p or "" for p in table.column("source_path").to_pylist()]
+    durations = [float(d or 0.0) for d in table.column("duration").to_pylist()]
+    extraction = extraction if isinstance(extraction, dict) else None
+    return ShardIndex(video_ids, source_paths, durations, extras, extraction, version)
 
 
 def shard_video_ids(path: StorePath) -> list[str]:
-    """The video ids of a shard, in row-group order (reads only the id column)."""
-    return _read_columns(path, ["video_id"]).column("video_id").to_pylist()
+    """The video ids of a whole shard, in row-group order (see :func:`read_shard_index`)."""
+    return read_shard_index(path).video_ids
+
+
+def shard_captions(path: StorePath) -> tuple[np.ndarray, dict[int, str]]:
+    """Captions per video of a shard in row-group order, and {row group: why its caption times are invalid}.
+
+    Reads the two small caption-time columns only; an unreadable shard raises :class:`StoreDamage`.
+    """
+    try:
+        with _shard_damage(path):
+            table = _read_columns(path, [], caption_fields=("start", "end"))
+    except FileNotFoundError as error:
+        raise StoreDamage(path, f"is not a readable shard ({_first_line(error)})") from None
+    starts = table.column("caption_start").combine_chunks()
+    ends = table.column("caption_end").combine_chunks()
+    counts = pc.list_value_length(starts).to_numpy(zero_copy_only=False).astype(np.int64)
+    end_counts = pc.list_value_length(ends).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat_starts = starts.flatten().to_numpy(zero_copy_only=False)
+    flat_ends = ends.flatten().to_numpy(zero_copy_only=False)
+    problems: dict[int, str] = {}
+    if not np.array_equal(counts, end_counts):
+        for row_group in np.flatnonzero(counts != end_counts).tolist():
+            problems[row_group] = f"{counts[row_group]} caption starts but {end_counts[row_group]} ends"
+        return counts, problems
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for row_group in np.unique(
+        np.searchsorted(offsets, np.flatnonzero(invalid_captions(flat_starts, flat_ends)), "right") - 1
+    ).tolist():
+        begin, end = offsets[row_group], offsets[row_group + 1]
+        problems[row_group] = caption_problem(flat_starts[begin:end], flat_ends[begin:end])
+    return counts, problems
 
 
 def shard_caption_counts(path: StorePath) -> np.ndarray:
     """Captions per video of a shard, in row-group order (reads one small column)."""
-    column = _read_columns(path, [], caption_field="start").column("captions")
+    column = _read_columns(path, [], caption_fields=("start",)).column("caption_start")
     return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
@@ -140,8 +305,8 @@ class ShardSummary:
 
 def shard_summary(path: StorePath) -> ShardSummary:
     """Video ids, durations and used token ids of a shard (either format), without its features."""
-    table = _read_columns(path, ["video_id", "duration"], caption_field="token_ids")
-    ids = table.column("captions").combine_chunks().flatten().flatten()  # video -> caption -> id
+    table = _read_columns(path, ["video_id", "duration"], caption_fields=("token_ids",))
+    ids = table.column("caption_token_ids").combine_chunks().flatten().flatten()  # video -> caption -> id
     return ShardSummary(
         video_ids=table.column("video_id").to_pylist(),
         durations=table.column("duration").to_numpy(),
@@ -151,8 +316,17 @@ def shard_summary(path: StorePath) -> ShardSummary:
 
 
 def list_shards(root: StorePath) -> list[StorePath]:
-    """Completed shards of a store (temporary files are never listed)."""
-    return storage.list_files(storage.join(root, SHARD_DIR), "shard-*.parquet")
+    """Everything in ``shards/`` named ``shard-NNNNNN.parquet`` (temporary files are never listed); links and
+    folders of such a name are listed too, so that whoever reads them finds them damaged."""
+    folder = storage.join(root, SHARD_DIR)
+    return [storage.join(folder, n) for n in storage.list_names(folder) if _SHARD_NAME.fullmatch(n)]
+
+
+def shard_number(path: StorePath) -> int:
+    """N of ``shard-N.parquet``."""
+    match = _SHARD_NAME.fullmatch(storage.name(path))
+    assert match is not None, f"{path} is not a shard name"
+    return int(match.group(1))
 
 
 # ---- vocabulary table ----------------------------------------------------------------------------------------
@@ -199,15 +373,20 @@ def write_words(root: StorePath, token_ids: np.ndarray, words: Sequence[str], ve
 
 def read_words(root: StorePath) -> WordTable:
     path = storage.join(root, WORDS)
-    if not storage.is_file(path):
+    if not storage.lexists(path):
         raise MCNError(
             f"{root} has no {WORDS}; the store is unfinished: rerun the extraction command to complete it"
         )
-    with storage.open_input(path) as file:
-        table = pq.read_table(file)
-    vectors = table.column("vector").combine_chunks()
-    dim = vectors.type.list_size
-    flat = vectors.flatten().to_numpy(zero_copy_only=False)
+    try:
+        with open_regular(path) as file:
+            table = pq.read_table(file)
+        vectors = table.column("vector").combine_chunks()
+        dim = vectors.type.list_size
+        flat = vectors.flatten().to_numpy(zero_copy_only=False)
+    except (OSError, pa.ArrowException, KeyError, AttributeError) as error:
+        raise StoreDamage(
+            path, f"is damaged ({_first_line(error)}); rerun the extraction command to rewrite it"
+        ) from None
     return WordTable(
         token_ids=table.column("token_id").to_numpy().astype(np.int32),
         words=table.column("word").to_pylist(),
@@ -227,17 +406,47 @@ def write_manifest(root: StorePath, manifest: dict) -> None:
 
 
 def read_manifest(root: StorePath) -> dict | None:
-    """The manifest of a finished store; None if the store has none (unfinished or not a store)."""
+    """The manifest of a finished store, None when there is none; a damaged one raises :class:`StoreDamage`."""
     path = storage.join(root, MANIFEST)
-    return json.loads(storage.read_bytes(path)) if storage.is_file(path) else None
+    if not storage.lexists(path):
+        return None
+    try:
+        with open_regular(path) as file:
+            manifest = json.loads(file.read().decode("utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreDamage(path, f"is damaged ({_first_line(error)})") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("video_ids"), list)
+        for s in shards
+    ):
+        raise StoreDamage(path, "is damaged (no list of shards with names and video ids)")
+    return manifest
 
 
 def read_failures(root: StorePath) -> list[dict]:
+    """Rows of ``failures.parquet`` (none when it does not exist); a damaged table raises :class:`StoreDamage`."""
     path = storage.join(root, FAILURES)
-    if not storage.is_file(path):
-        return []
-    with storage.open_input(path) as file:
-        return pq.read_table(file).to_pylist()
+    return read_failure_table(path) if storage.lexists(path) else []
+
+
+def read_failure_table(path: StorePath) -> list[dict]:
+    """Rows of a failures table (``failures.parquet`` or a job's part file); a damaged one raises
+    :class:`StoreDamage`."""
+    try:
+        with open_regular(path) as file:
+            table = pq.read_table(file)
+    except (OSError, pa.ArrowException) as error:
+        raise StoreDamage(path, f"is not a readable failures table ({_first_line(error)})") from None
+    missing = [name for name in FAILURE_COLUMNS[:4] if name not in table.column_names]
+    if missing:
+        raise StoreDamage(path, f"lacks the column(s) {missing}: not a failures table of this store")
+    rows = table.to_pylist()
+    if any(not isinstance(row["video_id"], str) for row in rows):  # "" is a (bad) id that is recorded too
+        raise StoreDamage(path, "has a row without a video id")
+    return [
+        {name: "" if row.get(name) is None else str(row[name]) for name in FAILURE_COLUMNS} for row in rows
+    ]
 
 
 class StoreReader:

@@ -1,6 +1,6 @@
 """One video as one Parquet row group, in store formats 1 and 2: the schemas, and records to and from Arrow.
 
-Format 2 (written by :func:`mcn.store.write_shard` with ``format_version=2``) uses only standard Arrow types:
+Format 2 (what :func:`mcn.store.write_shard` writes unless told otherwise) uses only standard Arrow types:
 
 - ``feat_2d``, ``feat_3d``: ``list<fixed_size_list<float16, 2048>>``, one row per frame (T2 or T3 rows);
 - ``logmel``: ``list<fixed_size_list<float16, 40>>``, one 40-bin frame per row (time first, like the video

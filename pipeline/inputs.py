@@ -1,13 +1,19 @@
 """Job inputs: a folder of videos with sidecar captions, or a CSV/Parquet manifest -> validated video items.
 
+A video path that exists but is not a regular file (a FIFO, a device) is a per-row error too (``not_a_file``).
 A video id becomes part of what the store records and of file names that ``mcn store export`` writes, so ids
 are validated here once: no path separators, no ``..``, no control characters, not empty. A bad id is a per-row
-error (recorded in the failures table with stage ``input``); a manifest that cannot be read at all is a
-one-line :class:`~mcn.errors.MCNError`.
+error (recorded in the failures table with stage ``input``); a manifest that cannot be read at all, or one that
+gives two rows the same id (good or bad), is a one-line :class:`~mcn.errors.MCNError` before anything runs.
+
+Every path leaves here absolute (workers of a cluster run in other folders), and every video carries the size
+and modification time of its file, so that a resumed job can tell a changed source from the one it extracted.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +28,43 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".mpg
 CAPTION_SUFFIXES = (".vtt", ".srt", ".json", ".csv")  # sidecar priority when several exist
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 MAX_ID_LENGTH = 255  # a file-name component on common file systems
+MAX_LISTED = 5  # duplicate ids shown in an error
 
 
 @dataclass(frozen=True)
 class VideoItem:
-    """One input video: its id in the store, where it is, and its sidecar captions (None = none)."""
+    """One input video: its id in the store, where it is (absolute), its sidecar captions (None = none), and
+    the size and modification time of its file when the job started (None when it could not be read)."""
 
     video_id: str
     video_path: str
     caption_path: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+
+    def source(self) -> dict:
+        """What a shard records about the source file (in the video's ``extra``)."""
+        return {"source_size": self.size, "source_mtime_ns": self.mtime_ns} if self.size is not None else {}
+
+
+def source_conflict(item: VideoItem, stored_path: str, stored_extra: dict) -> str | None:
+    """Why ``item`` is not the file the store extracted under its id, or None when it is (or cannot be told).
+
+    The same size and modification time (to the second: copies may round it) mean the same file, moved or
+    not; without recorded figures (stores written before they were) only the path can be compared.
+    """
+    size, mtime_ns = stored_extra.get("source_size"), stored_extra.get("source_mtime_ns")
+    if isinstance(size, int) and isinstance(mtime_ns, int):
+        if item.size is None:
+            return None  # the source is gone: nothing to compare with, and nothing else to extract
+        if item.size != size:
+            return f"{item.video_path} has {item.size} bytes, the one extracted from {stored_path} had {size}"
+        if item.mtime_ns // 10**9 != mtime_ns // 10**9:
+            return f"{item.video_path} was modified after the extraction from {stored_path}"
+        return None
+    if item.video_path != stored_path:
+        return f"the store extracted it from {stored_path}, the input gives {item.video_path}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -62,40 +96,68 @@ def video_id_problem(video_id: str) -> str | None:
 
 def read_inputs(source: str | Path) -> tuple[list[VideoItem], list[InputProblem]]:
     """Items and per-row problems of a video folder or a manifest file, in input order."""
-    source = Path(source)
+    source = Path(os.path.abspath(source))
     if source.is_dir():
         rows = _folder_rows(source)
     elif source.is_file():
         rows = _manifest_rows(source)
+    elif os.path.lexists(source):
+        raise MCNError(f"input {source} is neither a folder nor a regular file: give a folder or a manifest")
     else:
         raise MCNError(f"input {source} does not exist: give a folder of videos or a CSV/Parquet manifest")
+    _refuse_duplicate_ids(source, rows)
     items: list[VideoItem] = []
     problems: list[InputProblem] = []
-    seen: dict[str, str] = {}
-    for video_id, video_path, caption_path in rows:
+    for video_id, video_path, caption_path, _ in rows:
         problem = video_id_problem(video_id)
         if problem is not None:
             problems.append(InputProblem(video_id, video_path, "bad_video_id", problem))
             continue
-        if video_id in seen:
-            raise MCNError(
-                f"{source}: video id {video_id!r} appears twice ({seen[video_id]} and {video_path}); "
-                "give every row a distinct video_id"
+        try:
+            status = os.stat(video_path)
+        except (OSError, ValueError):  # missing or unreadable: the decode stage records why
+            items.append(VideoItem(video_id, video_path, caption_path))
+            continue
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block or never end in a decoder
+            problems.append(
+                InputProblem(video_id, video_path, "not_a_file", "the video path is not a regular file")
             )
-        seen[video_id] = video_path
-        items.append(VideoItem(video_id, video_path, caption_path))
+            continue
+        items.append(VideoItem(video_id, video_path, caption_path, status.st_size, status.st_mtime_ns))
     return items, problems
 
 
-def _folder_rows(folder: Path) -> list[tuple[str, str, str | None]]:
-    """Videos in ``folder`` and its (non-hidden) subfolders, sorted; id = file stem, captions = same-stem sidecar."""
+Row = tuple[str, str, str | None, str]  # video id, video path, caption path, where it is in the input
+
+
+def _refuse_duplicate_ids(source: Path, rows: list[Row]) -> None:
+    where: dict[str, list[str]] = {}
+    for video_id, _, _, location in rows:
+        where.setdefault(video_id, []).append(location)
+    repeated = {video_id: places for video_id, places in where.items() if len(places) > 1}
+    if repeated:
+        shown = "; ".join(f"{v!r}: {', '.join(p)}" for v, p in list(repeated.items())[:MAX_LISTED])
+        more = f"; and {len(repeated) - MAX_LISTED} more" if len(repeated) > MAX_LISTED else ""
+        raise MCNError(
+            f"{source}: {len(repeated)} video ids appear more than once ({shown}{more}); "
+            "give every row a distinct video_id (a folder's ids are file stems)"
+        )
+
+
+def _folder_rows(folder: Path) -> list[Row]:
+    """Videos in ``folder`` and its (non-hidden) subfolders, sorted; id = file stem, captions = same-stem sidecar.
+
+    A video or a sidecar is whatever has its name, regular file or not (folders aside), so that a FIFO or a
+    dangling link is reported, not ignored.
+    """
     rows = []
     for path in sorted(folder.rglob("*")):
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-        if not hidden and path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        relative = path.relative_to(folder)
+        hidden = any(part.startswith(".") for part in relative.parts)
+        if not hidden and not path.is_dir() and path.suffix.lower() in VIDEO_SUFFIXES:
             sidecars = [path.with_suffix(s) for s in CAPTION_SUFFIXES]
-            caption = next((str(p) for p in sidecars if p.is_file()), None)
-            rows.append((path.stem, str(path.resolve()), caption))
+            caption = next((str(p) for p in sidecars if os.path.lexists(p)), None)
+            rows.append((path.stem, str(path.resolve()), caption, str(relative)))
     if not rows:
         raise MCNError(
             f"{folder} holds no videos ({', '.join(VIDEO_SUFFIXES)}); give a folder of videos or a manifest"
@@ -103,8 +165,11 @@ def _folder_rows(folder: Path) -> list[tuple[str, str, str | None]]:
     return rows
 
 
-def _manifest_rows(path: Path) -> list[tuple[str, str, str | None]]:
-    """Rows of a CSV/Parquet manifest: video_path (required), caption_path and video_id (optional)."""
+def _manifest_rows(path: Path) -> list[Row]:
+    """Rows of a CSV/Parquet manifest: video_path (required), caption_path and video_id (optional).
+
+    Relative paths are relative to the manifest's (resolved) folder.
+    """
     if path.suffix.lower() not in MANIFEST_SUFFIXES:
         raise MCNError(f"{path}: a manifest must be .csv or .parquet (got {path.suffix or 'no suffix'})")
     try:
@@ -140,5 +205,6 @@ def _manifest_rows(path: Path) -> list[tuple[str, str, str | None]]:
         caption = data.get("caption_path", [None] * num_rows)[index]
         caption = str(base / str(caption)) if caption else None
         video_id = data.get("video_id", [None] * num_rows)[index]
-        rows.append((Path(video_path).stem if video_id is None else str(video_id), video_path, caption))
+        video_id = Path(video_path).stem if video_id is None else str(video_id)
+        rows.append((video_id, video_path, caption, f"row {index + 1}"))
     return rows

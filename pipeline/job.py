@@ -13,10 +13,15 @@ decoding or captions fail is recorded in the failures table at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import signal
+import socket
+import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +32,17 @@ from tqdm import tqdm
 
 from mcn import store
 from mcn.configs import save_config
+from mcn.errors import MCNError
 from mcn.extract.batching import MODEL_KINDS, BatchFiller, Piece
 from mcn.extract.constants import FEATURE_DIM
 from mcn.extract.stream import VideoAssembly
 from mcn.pipeline import stages
 from mcn.pipeline.config import PipelineConfig
-from mcn.pipeline.inputs import VideoItem, read_inputs
+from mcn.pipeline.inputs import MAX_LISTED, VideoItem, read_inputs, source_conflict
 from mcn.pipeline.writer import CONFIG, StoreWriter, extraction_identity, manifest_header
 
 logger = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 10.0  # a cluster's GCS port answers at once; no answer in 10 s is no cluster
 
 
 def start_ray(config: PipelineConfig) -> bool:
@@ -436,44 +443,53 @@ def mean_items_per_call(counts: dict) -> str:
 
 
 def run_extraction(config: PipelineConfig) -> dict:
-    """Extract every input video not yet in STORE into it; returns the summary (also STORE/summary.json)."""
+    """Extract every input video not yet in STORE into it; returns the summary (also STORE/summary.json).
+
+    Nothing in STORE changes before every input is checked: the input rows (duplicate ids are refused), the
+    weights files and word vectors (loaded), the store on disk (read, damage found), the sources of videos the
+    store already holds (a different file under a known id is a conflict, not "already done") and, when there
+    is work, the Ray cluster (reached). Clean-up is not interrupted: once the store is finished, a Ctrl-C no
+    longer undoes the result, and after a first Ctrl-C a second one does not cut it short.
+    """
     config.check_paths()
+    config = absolute_paths(config)
     job_start = time.perf_counter()
     items, problems = read_inputs(config.input)
+    tokenizer = _check_models_and_load_words(config)
     writer = StoreWriter(config.out, extraction_identity(config), config.shards)
-    writer.open()
+    writer.open(commit=False)
     started_ray = False
     try:
-        save_config(config, Path(config.out) / CONFIG)
-        retry = set(writer.failures) if config.retry_failed else set()
-        skip = writer.done_ids | (set(writer.failures) - retry)
+        todo, skip = _plan(config, writer, items)
         num_inputs = len(items) + len(problems)
         problems = [p for p in problems if p.video_id not in skip]
-        rows = [
-            {
-                "video_id": p.video_id,
-                "source_path": p.source_path,
-                "stage": "input",
-                "reason": p.reason,
-                "detail": p.detail,
-            }
-            for p in problems
-        ]
-        writer.record_failures(rows)
-        todo = [item for item in items if item.video_id not in skip]
-        tokenizer = None
-        if config.extract.text.word_vectors:
-            from mcn.extract.extractors import CaptionTokenizer
-
-            tokenizer = CaptionTokenizer(config.extract.text.word_vectors, config.extract.text.binary)
+        if todo:  # else everything is already in a shard or the failures: no Ray needed
+            started_ray = _join_ray(config)
+        writer.commit()
+        save_config(config, Path(config.out) / CONFIG)
+        writer.sources = {item.video_id: item.source() for item in todo}
+        writer.record_failures(
+            [
+                {
+                    "video_id": p.video_id,
+                    "source_path": p.source_path,
+                    "stage": "input",
+                    "reason": p.reason,
+                    "detail": p.detail,
+                }
+                for p in problems
+            ]
+        )
         summary = {"inputs": num_inputs, "skipped_already_done": num_inputs - len(todo) - len(problems)}
         failures_by_reason = Counter(p.reason for p in problems)
         stage_seconds, stage_cpu_seconds, num_done, video_seconds, startup_s = {}, {}, 0, 0.0, 0.0
         model_calls = no_model_calls(config)
-        if todo:  # else everything is already in a shard or the failures: no Ray needed
-            started_ray = start_ray(config)
+        if todo:
             with tqdm(total=len(todo), unit="video", desc="extract", disable=not config.progress) as progress:
-                driver = _Driver(config, writer, tokenizer, progress)
+                try:
+                    driver = _Driver(config, writer, tokenizer, progress)
+                except ray.exceptions.RayActorError as error:
+                    raise MCNError(f"the model actors did not start: {_last_line(error)}") from None
                 startup_s = time.perf_counter() - job_start
                 driver.run(todo)
             writer.flush()
@@ -500,13 +516,130 @@ def run_extraction(config: PipelineConfig) -> dict:
         )
         return _finish(config, writer, tokenizer, summary)
     finally:
-        writer.close()
-        if started_ray:
-            ray.shutdown()
+        # Clean-up runs to its end: after a finished store an interrupt must not undo the result (exit 0), after a
+        # first Ctrl-C a second one must not cut Ray's shutdown short (Ray then ends the process with status 1).
+        with _interrupts_ignored():
+            writer.close()
+            if started_ray:
+                ray.shutdown()
 
 
 def _finish(config: PipelineConfig, writer: StoreWriter, tokenizer: Any, summary: dict) -> dict:
-    """Fold failures, write words.parquet, summary.json and the manifest (last); returns the summary."""
+    """Fold failures, write words.parquet, summary.json and the manifest (last); returns the summary as written."""
     vectors = tokenizer.vectors if tokenizer is not None else None
     writer.finish(vectors, manifest_header(config, writer.identity, vectors), summary)
-    return summary
+    return writer.summary
+
+
+def absolute_paths(config: PipelineConfig) -> PipelineConfig:
+    """The config with every file path absolute: the workers of a cluster run in other folders.
+
+    An ffmpeg given as a bare command name stays one (it is looked up on each worker's PATH).
+    """
+
+    def absolute(path: str | None) -> str | None:
+        return os.path.abspath(path) if path else path
+
+    extract, models = config.extract, config.extract.models
+    ffmpeg = extract.decode.ffmpeg
+    return dataclasses.replace(
+        config,
+        input=absolute(config.input),
+        out=absolute(config.out),
+        extract=dataclasses.replace(
+            extract,
+            models=dataclasses.replace(
+                models, weights_2d=absolute(models.weights_2d), weights_3d=absolute(models.weights_3d)
+            ),
+            text=dataclasses.replace(extract.text, word_vectors=absolute(extract.text.word_vectors)),
+            decode=dataclasses.replace(
+                extract.decode, ffmpeg=absolute(ffmpeg) if ffmpeg and os.sep in ffmpeg else ffmpeg
+            ),
+        ),
+        asr=dataclasses.replace(config.asr, model_path=absolute(config.asr.model_path)),
+    )
+
+
+def _check_models_and_load_words(config: PipelineConfig) -> Any:
+    """Load the weights files once (safely) and the word vectors, before their fingerprints are recorded;
+    returns the caption tokenizer (None without word vectors)."""
+    from mcn.extract import visual
+
+    models = config.extract.models
+    visual.check_weights(models.model_2d, models.weights_2d)
+    visual.check_weights(models.model_3d, models.weights_3d)
+    if not config.extract.text.word_vectors:
+        return None
+    from mcn.extract.extractors import CaptionTokenizer
+
+    return CaptionTokenizer(config.extract.text.word_vectors, config.extract.text.binary)
+
+
+def _plan(config: PipelineConfig, writer: StoreWriter, items: list[VideoItem]) -> tuple[list, set[str]]:
+    """(videos to extract, ids to skip). A video the store holds is skipped only if its source is the same
+    file (else the job is refused, listing the conflicts); a failed video is tried again when asked to
+    (``retry_failed``) or when its source path changed."""
+    sources = writer.source_records()
+    conflicts = []
+    for item in items:
+        if item.video_id in sources:
+            problem = source_conflict(item, *sources[item.video_id])
+            if problem is not None:
+                conflicts.append(f"{item.video_id!r}: {problem}")
+    if conflicts:
+        shown = "; ".join(conflicts[:MAX_LISTED]) + (
+            f"; and {len(conflicts) - MAX_LISTED} more" if len(conflicts) > MAX_LISTED else ""
+        )
+        raise MCNError(
+            f"{len(conflicts)} input videos are not the files {config.out} holds under their ids ({shown}); "
+            "nothing was changed: give them new video ids, restore the original files, or use another --out"
+        )
+    retry = set(writer.failures) if config.retry_failed else set()
+    paths = {item.video_id: item.video_path for item in items}
+    retry |= {v for v, row in writer.failures.items() if v in paths and row["source_path"] != paths[v]}
+    skip = writer.done_ids | (set(writer.failures) - retry)
+    return [item for item in items if item.video_id not in skip], skip
+
+
+def _join_ray(config: PipelineConfig) -> bool:
+    """:func:`start_ray`, with an unreachable cluster as a one-line error (Ray itself would wait for it)."""
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("auto", "local"):
+        host, _, port = address.split("://")[-1].rpartition(":")
+        if host and port.isdigit():
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+            except OSError as error:
+                raise MCNError(
+                    f"cannot reach the Ray cluster at {address} ({error.strerror or type(error).__name__}); "
+                    "check --address (or $RAY_ADDRESS), or leave both unset to run on a local Ray"
+                ) from None
+    try:
+        return start_ray(config)
+    except ConnectionError as error:
+        raise MCNError(
+            f"cannot connect to the Ray cluster at {address}: {_last_line(error)}; check --address (or "
+            "$RAY_ADDRESS), or leave both unset to run on a local Ray"
+        ) from None
+    except Exception as error:  # Ray raises a bare Exception when its own processes do not come up
+        if address:
+            raise
+        raise MCNError(f"the local Ray did not start ({_last_line(error)}); rerun the same command") from None
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """Ignore SIGINT inside the block (main thread only; the old handler comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,24 +1,46 @@
-"""``mcn store info|verify|export``: inspect, check and export a feature store written by ``mcn extract``."""
+"""``mcn store info|verify|repair|export|migrate``: inspect, check, repair, export and convert a feature
+store written by ``mcn extract``.
+
+``info`` and ``verify`` read a store as it is, finished or not, damaged or not: damage is reported, never a crash.
+``verify`` reads every byte and names the command that repairs what it found; ``repair`` moves the damaged files
+into ``quarantine/`` so that rerunning the extraction command extracts their videos again.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from mcn import store
 from mcn.errors import MCNError
-from mcn.pipeline.writer import EXTRACTION, latest_failures
+from mcn.pipeline.inputs import video_id_problem
+from mcn.pipeline.writer import (
+    CONFIG,
+    EXTRACTION,
+    FOLDERS,
+    LOCK,
+    MARKER,
+    QUARANTINE,
+    StoreScan,
+    check_store_folders,
+    lock_store,
+    quarantine,
+    scan_store,
+)
 
-DESCRIPTION = "Inspect (info), check (verify), export (export) and convert (migrate) a feature store."
+DESCRIPTION = (
+    "Inspect (info), check (verify), repair (repair), export (export) and convert (migrate) a feature store."
+)
 EPILOG = """\
 examples:
   mcn store info store/
   mcn store verify store/                      # exit status 1 when anything is wrong
+  mcn store repair store/                      # damaged files -> store/quarantine/; then rerun mcn extract
   mcn store export store/ VIDEO_ID --out video.npz
   mcn store export store/ VIDEO_ID --layout reference --out features/   # VIDEO_ID_2d.npz, VIDEO_ID_3d.npz
   mcn store migrate old-store/ new-store/      # format 1 -> 2; rerun to resume
@@ -27,11 +49,16 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    info = commands.add_parser("info", help="counts, hours, sizes, failures by reason")
+    info = commands.add_parser("info", help="counts, hours, sizes, failures by reason, damaged files")
     info.add_argument("store")
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
     verify = commands.add_parser("verify", help="read every shard and check the manifest against them")
     verify.add_argument("store")
+    repair = commands.add_parser(
+        "repair",
+        help="move damaged files into quarantine/ (rerun mcn extract afterwards to refill the store)",
+    )
+    repair.add_argument("store")
     export = commands.add_parser("export", help="one video's features and captions as .npz")
     export.add_argument("store")
     export.add_argument("video_id")
@@ -48,38 +75,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"info": _info, "verify": _verify, "export": _export, "migrate": _migrate}[args.command](args)
+    commands = {"info": _info, "verify": _verify, "repair": _repair, "export": _export, "migrate": _migrate}
+    return commands[args.command](args)
 
 
-def store_info(root: str | Path) -> dict:
-    """Figures of a store, finished or not (an unfinished one is read from its shard files)."""
+def _store_root(root: str | Path) -> Path:
+    """``root`` if it is a store (finished or not), else a one-line error."""
     root = Path(root)
     if not root.is_dir():
         raise MCNError(f"store {root} does not exist")
-    manifest_path = root / store.MANIFEST
-    finished = manifest_path.exists()
-    shards = store.list_shards(root)
-    if not (finished or shards or (root / EXTRACTION).exists()):
+    markers = (MARKER, store.MANIFEST, EXTRACTION)
+    if not (any(os.path.lexists(root / name) for name in markers) or store.list_shards(root)):
         raise MCNError(
             f"{root} is not a feature store (no {store.MANIFEST}, no shards); make one with `mcn extract`"
         )
-    num_videos, seconds = 0, 0.0
-    for path in shards:
-        durations = pq.read_table(path, columns=["duration"]).column("duration").to_pylist()
-        num_videos += len(durations)
-        seconds += sum(durations)
-    failures = list(latest_failures(root).values())
-    manifest = json.loads(manifest_path.read_text()) if finished else {}
+    return root
+
+
+def _live_failures(scan: StoreScan) -> list[dict]:
+    """The latest failure of every video that is in no healthy shard: what the failures table holds."""
+    done = scan.done_ids
+    return [row for video_id, row in scan.failures.items() if video_id not in done]
+
+
+def store_info(root: str | Path) -> dict:
+    """Figures of a store, finished or not, read from its files (damaged ones are listed, not read)."""
+    root = _store_root(root)
+    scan = scan_store(root)
+    failures = _live_failures(scan)
+    manifest = scan.manifest or {}
+    quarantined = root / QUARANTINE
     return {
         "store": str(root),
-        "finished": finished,
-        "videos": num_videos,
-        "hours": round(seconds / 3600, 4),
-        "shards": len(shards),
-        "shard_bytes": sum(p.stat().st_size for p in shards),
-        "total_bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
+        "finished": scan.manifest is not None,
+        "videos": len(scan.done_ids),
+        "hours": round(sum(sum(index.durations) for index in scan.shards.values()) / 3600, 4),
+        "shards": len(scan.shards),
+        "shard_bytes": sum(path.stat().st_size for path in scan.shards),
+        "total_bytes": _total_bytes(root),
         "failures": len(failures),
-        "failures_by_reason": dict(Counter(f["reason"] for f in failures)),
+        "failures_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
+        "damaged": {str(path.relative_to(root)): reason for path, reason in sorted(scan.damaged.items())},
+        "quarantine": sorted(p.name for p in quarantined.iterdir()) if quarantined.is_dir() else [],
         "extractors": {
             k: v.get("model")
             for k, v in manifest.get("extractors", {}).items()
@@ -87,6 +124,13 @@ def store_info(root: str | Path) -> dict:
         },
         "vocabulary": manifest.get("vocabulary"),
     }
+
+
+def _total_bytes(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):  # links are not followed
+        total += sum(os.lstat(os.path.join(folder, name)).st_size for name in files)
+    return total
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -106,6 +150,12 @@ def _info(args: argparse.Namespace) -> int:
     )
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(info["failures_by_reason"].items())) or "none"
     print(f"  failures {info['failures']}: {reasons}")
+    for name, reason in info["damaged"].items():
+        print(
+            f"  DAMAGED {name}: {reason} (rerun `mcn extract` to move it aside and extract its videos again)"
+        )
+    if info["quarantine"]:
+        print(f"  quarantine: {', '.join(info['quarantine'])} (files moved aside by earlier repairs)")
     if info["extractors"]:
         print("  models " + ", ".join(f"{k}={v}" for k, v in info["extractors"].items()))
     if info["vocabulary"]:
@@ -113,81 +163,162 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_store(root: str | Path) -> list[str]:
-    """Every problem found (empty = the store is sound): shards readable, manifest consistent, no duplicates."""
-    reader = store.StoreReader(root)
+def check_store(root: str | Path) -> tuple[list[str], dict[Path, str]]:
+    """(every problem found, the damaged files among them); empty lists = the store is sound.
+
+    Reads every byte of every shard (a damaged feature page is found too), checks the manifest against the
+    shards, the failures table against both, and the word table against the captions.
+    """
+    root = _store_root(root)
+    scan = scan_store(root)
+    damaged = dict(scan.damaged)
     problems: list[str] = []
-    seen: dict[str, str] = {}
     used_ids: set[int] = set()
-    listed = {shard["name"] for shard in reader.manifest["shards"]}
-    for path in store.list_shards(root):
-        if path.name not in listed:
-            problems.append(f"{path.name} is on disk but not in the manifest")
-    for shard in reader.manifest["shards"]:
-        path = reader.root / store.SHARD_DIR / shard["name"]
-        if not path.exists():
-            problems.append(f"{shard['name']} is in the manifest but missing")
-            continue
+    for path in scan.shards:
         try:
-            ids = []
+            found = []
             for record in store.iter_shard(path):
-                ids.append(record.video_id)
                 used_ids.update(int(i) for ids_ in record.caption_token_ids for i in ids_)
-                problems += [f"{shard['name']}: {record.video_id}: {p}" for p in _record_problems(record)]
+                found += [f"{path.name}: {record.video_id}: {p}" for p in _record_problems(record)]
         except Exception as error:  # any read error is a finding, not a crash
-            problems.append(f"{shard['name']} is unreadable: {type(error).__name__}: {error}")
+            damaged[path] = f"is damaged inside ({type(error).__name__}: {str(error)[:200]})"
             continue
-        if ids != shard["video_ids"]:
-            problems.append(f"{shard['name']}: video ids differ from the manifest's")
-        for video_id in ids:
-            if video_id in seen:
-                problems.append(f"video {video_id!r} is in both {seen[video_id]} and {shard['name']}")
-            seen[video_id] = shard["name"]
-    counts = reader.manifest.get("counts", {})
-    if counts.get("videos") != len(seen):
-        problems.append(f"manifest counts {counts.get('videos')} videos, the shards hold {len(seen)}")
-    failures = reader.failures()
-    if counts.get("failures") != len(failures):
+        if found:  # its videos must be extracted again, so the shard goes too
+            damaged[path] = f"holds invalid values ({len(found)} problems listed below)"
+            problems += found
+    problems = [f"{p.relative_to(root)} {reason}" for p, reason in sorted(damaged.items())] + problems
+    healthy = {p.name: index.video_ids for p, index in scan.shards.items() if p not in damaged}
+    manifest = scan.manifest
+    if manifest is None:
+        if root / store.MANIFEST not in damaged:
+            problems.append(f"the store is unfinished (no {store.MANIFEST})")
+        return problems, damaged
+    listed = {shard["name"]: shard["video_ids"] for shard in manifest["shards"]}
+    problems += [f"{name} is on disk but not in the manifest" for name in healthy if name not in listed]
+    for name, video_ids in listed.items():
+        if name not in healthy and root / store.SHARD_DIR / name not in damaged:
+            problems.append(f"{name} is in the manifest but missing")
+        elif name in healthy and healthy[name] != video_ids:
+            problems.append(f"{name}: video ids differ from the manifest's")
+    num_videos = len(scan.done_ids)
+    counts = manifest.get("counts", {})
+    if counts.get("videos") != num_videos:
+        problems.append(f"manifest counts {counts.get('videos')} videos, the shards hold {num_videos}")
+    table = [] if root / store.FAILURES in damaged else store.read_failures(root)
+    if root / store.FAILURES not in damaged and counts.get("failures") != len(table):
         problems.append(
-            f"manifest counts {counts.get('failures')} failures, failures.parquet holds {len(failures)}"
+            f"manifest counts {counts.get('failures')} failures, {store.FAILURES} holds {len(table)}"
         )
-    failed_ids = [f["video_id"] for f in failures]
-    problems += [f"video {v!r} is both in a shard and in the failures" for v in failed_ids if v in seen]
+    failed_ids = [f["video_id"] for f in table]
+    problems += [
+        f"video {v!r} is both in a shard and in the failures" for v in failed_ids if v in scan.done_ids
+    ]
     problems += [f"video {v!r} is twice in the failures" for v, n in Counter(failed_ids).items() if n > 1]
     try:
-        missing = used_ids - set(reader.words.token_ids.tolist())
+        missing = used_ids - set(store.read_words(root).token_ids.tolist())
         if missing:
             problems.append(f"{len(missing)} token ids used by captions are missing from {store.WORDS}")
     except MCNError as error:
         problems.append(str(error))
-    return problems
+    return problems, damaged
+
+
+def verify_store(root: str | Path) -> list[str]:
+    """Every problem found (empty = the store is sound); see :func:`check_store`."""
+    return check_store(root)[0]
+
+
+def repair_hint(root: str | Path, damaged: dict[Path, str]) -> str:
+    """The commands that repair a store with problems (``damaged``: files that must be moved aside)."""
+    rerun = f"rerun the `mcn extract` command that made the store{_made_from(Path(root))}"
+    links = [p.name for p in damaged if p.parent == Path(root) and p.name in (*FOLDERS, LOCK)]
+    if links:
+        return f"repair: fix {', '.join(links)} as said above, then {rerun}"
+    if not damaged:
+        return f"repair: {rerun}; it rewrites the manifest, the failures table and the words from the shards"
+    return (
+        f"repair: `mcn store repair {root}` moves the {len(damaged)} damaged files into "
+        f"{Path(root) / QUARANTINE}/, then {rerun} to extract their videos again"
+    )
+
+
+def _made_from(root: Path) -> str:
+    try:
+        with store.open_regular(root / CONFIG) as f:
+            config = json.loads(f.read(1 << 20).decode("utf-8"))
+        return f" (input {config['input']}; every setting is in {root / CONFIG})"
+    except (OSError, ValueError, KeyError, TypeError, store.StoreDamage):
+        return ""
+
+
+def _verify(args: argparse.Namespace) -> int:
+    problems, damaged = check_store(args.store)
+    for problem in problems:
+        print(f"problem: {problem}")
+    info = store_info(args.store)
+    print(
+        f"{args.store}: {'OK' if not problems else f'{len(problems)} problems'} "
+        f"({info['videos']} videos, {info['shards']} shards)"
+    )
+    if problems:
+        print(repair_hint(args.store, damaged))
+    return 0 if not problems else 1
+
+
+def repair_store(root: str | Path) -> tuple[Path | None, dict[Path, str]]:
+    """Move every damaged file (found by reading every byte) into quarantine and mark the store unfinished;
+    returns (the quarantine folder or None, what was moved). Takes the store's lock, like a job."""
+    root = _store_root(root)
+    check_store_folders(root)
+    lock = lock_store(root)
+    try:
+        _, damaged = check_store(root)
+        if not damaged:
+            return None, {}
+        if root / store.MANIFEST not in damaged and os.path.lexists(root / store.MANIFEST):
+            (root / store.MANIFEST).unlink()
+        return quarantine(root, damaged), damaged
+    finally:
+        os.close(lock)
+
+
+def _repair(args: argparse.Namespace) -> int:
+    folder, damaged = repair_store(args.store)
+    if folder is None:
+        print(f"{args.store}: no damaged files; `mcn store verify {args.store}` lists any other problem")
+        return 0
+    for path, reason in sorted(damaged.items()):
+        print(f"moved {path.name}: {reason}")
+    print(
+        f"{len(damaged)} damaged files are in {folder}; the store is unfinished until you rerun the "
+        f"`mcn extract` command that made it{_made_from(Path(args.store))}"
+    )
+    return 0
 
 
 def _record_problems(record: store.VideoRecord) -> list[str]:
     problems = []
     for name in store.ARRAY_COLUMNS:
         array = getattr(record, name)
-        if array is not None and array.size and not np.isfinite(array.astype(np.float32)).all():
+        expected = store.FEATURE_SPECS[name]["shape"]
+        if array.ndim != len(expected) or any(
+            e is not None and e != n for e, n in zip(expected, array.shape)
+        ):
+            problems.append(f"{name} has shape {list(array.shape)}, expected {expected}")
+        elif array.size and not np.isfinite(array.astype(np.float32)).all():
             problems.append(f"{name} has non-finite values")
-    if record.caption_start is not None and np.any(record.caption_end < record.caption_start):
-        problems.append("a caption ends before it starts")
+    if record.caption_start is not None:
+        problem = store.caption_problem(record.caption_start, record.caption_end)
+        if problem is not None:
+            problems.append(problem)
     return problems
-
-
-def _verify(args: argparse.Namespace) -> int:
-    problems = verify_store(args.store)
-    for problem in problems:
-        print(f"problem: {problem}")
-    reader = store.StoreReader(args.store)
-    print(
-        f"{args.store}: {'OK' if not problems else f'{len(problems)} problems'} "
-        f"({len(reader)} videos, {len(reader.shard_paths)} shards)"
-    )
-    return 0 if not problems else 1
 
 
 def export_video(root: str | Path, video_id: str, out: str | Path, layout: str = "npz") -> list[Path]:
     """Write one video's arrays; returns the files written."""
+    problem = video_id_problem(video_id)
+    if problem is not None:  # the id becomes part of file names
+        raise MCNError(f"{problem}; give the id of a video in the store")
     record = store.StoreReader(root).read(video_id)
     out = Path(out)
     if layout == "reference":

@@ -2,25 +2,37 @@
 
 Progress is nothing but files in STORE, each written atomically (temporary name, then rename):
 
-- ``shards/shard-NNNNNN.parquet``: whole videos, self-describing (their ids are in the file);
+- ``.mcn-store``: the marker, written first, that makes the folder a store;
+- ``shards/shard-NNNNNN.parquet``: whole videos, self-describing (their ids are in the file), in store format 2
+  (or in format 1 when the store already holds format-1 shards: a store keeps one format);
 - ``failures/part-*.parquet``: failure records, written as soon as a video fails;
 - ``extraction.json``: the identity of the extraction (models, weights and word-vector fingerprints, decoding);
   a rerun with a different identity is refused instead of mixing features.
 
-On start the writer removes stray temporary files (a half-written shard is never listed as complete) and the
-old ``manifest.json`` (a store without one is unfinished), and reads which videos are already in a shard or
-in the failures: those are skipped. ``finish`` folds the failure parts into ``failures.parquet`` (the latest
-record per video, minus videos that have since succeeded), then writes ``words.parquet`` and the manifest last.
+The folder is the store's alone: ``--out`` must be absent, empty or a store, and nothing in it may be a link
+(``shards/``, ``failures/`` and ``.lock`` are refused, other links are treated as damage).
+
+:meth:`StoreWriter.open` changes nothing before it has read and checked what is on disk (:func:`scan_store`).
+Only then does it remove the old ``manifest.json`` (a store without one is unfinished), move damaged files (a torn
+shard or failures table, a link, a shard repeating another's video) into ``quarantine/<time>/``, and delete its
+own stray temporary files. Videos of a quarantined file are in no healthy shard, so they are extracted again;
+healthy shards are never touched. ``finish`` folds the failure parts into ``failures.parquet`` (the latest record
+per video, minus videos that have since succeeded), then writes ``words.parquet`` and the manifest last.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import stat
+import tempfile
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,14 +48,18 @@ from mcn.pipeline.config import PipelineConfig, ShardConfig
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
 
+MARKER = ".mcn-store"
 EXTRACTION = "extraction.json"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
 FAILURE_PARTS = "failures"
+QUARANTINE = "quarantine"
 LOCK = ".lock"
-FAILURE_SCHEMA = pa.schema(
-    [(name, pa.string()) for name in ("video_id", "source_path", "stage", "reason", "detail")]
-)
+BENCHMARKS = "benchmarks"  # `mcn eval prepare` keeps its benchmark definitions next to the store's files
+FOLDERS = (store.SHARD_DIR, FAILURE_PARTS, QUARANTINE)
+# Files of the store's own that it rewrites: anything else in their place is damage, moved aside.
+REWRITTEN = (store.MANIFEST, SUMMARY, CONFIG, store.WORDS)
+FAILURE_SCHEMA = pa.schema([(name, pa.string()) for name in store.FAILURE_COLUMNS])
 
 
 def sha256_file(path: str | Path) -> str:
@@ -65,8 +81,247 @@ def record_nbytes(record: store.VideoRecord) -> int:
     return sum(a.nbytes for a in arrays if a is not None) + sum(len(t) for t in record.caption_text or []) * 5
 
 
+# ---- the folder ---------------------------------------------------------------------------------------------
+def claim_store_folder(root: Path) -> None:
+    """Make ``root`` a store: create it, or accept an empty folder or a store; the marker is written first.
+
+    A folder holding anything else is refused untouched, so that no user file is deleted or overwritten.
+    """
+    if root.exists() and not root.is_dir():
+        raise MCNError(f"--out {root} is a file; give a folder for the store")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(root / MARKER):
+            _check_regular(root / MARKER)
+            return
+        entries = sorted(os.listdir(root))
+        if entries and not _holds_a_store(root, entries):
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise MCNError(
+                f"--out {root} is neither empty nor an mcn store (it holds {shown}); nothing was changed: "
+                "give a new or empty folder, or the folder of an existing store"
+            )
+        write_json_atomic(root / MARKER, {"mcn_store": True, "created_by": f"mcn {__version__}"})
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise MCNError(
+            f"cannot write to the store folder {root} ({error.strerror}); give another --out"
+        ) from None
+
+
+def _holds_a_store(root: Path, entries: list[str]) -> bool:
+    """A store made before the marker existed: its identity or manifest, or only the empty folders and the
+    lock file that such a store created before anything else."""
+    if set(entries) <= {LOCK, store.SHARD_DIR, FAILURE_PARTS, BENCHMARKS}:
+        folders = [root / name for name in (store.SHARD_DIR, FAILURE_PARTS) if name in entries]
+        return all(p.is_dir() and not p.is_symlink() and not os.listdir(p) for p in folders)
+    for name, keys in ((EXTRACTION, {"model_2d", "decode"}), (store.MANIFEST, {"format_version", "shards"})):
+        try:
+            with store.open_regular(root / name) as f:
+                data = json.loads(f.read(1 << 20).decode("utf-8"))
+        except (FileNotFoundError, store.StoreDamage, ValueError):
+            continue
+        if isinstance(data, dict) and keys <= set(data):
+            return True
+    return False
+
+
+def _check_regular(path: Path) -> None:
+    with store.open_regular(path):
+        pass
+
+
+def check_store_folders(root: Path) -> None:
+    """``shards/``, ``failures/`` and ``quarantine/`` are real folders (created when missing), never links."""
+    for name in FOLDERS:
+        path = root / name
+        if path.is_symlink():
+            raise MCNError(
+                f"{path} is a symbolic link; a store holds no links (the job would write where it points): "
+                "replace it with a plain folder holding the same files"
+            )
+        if os.path.lexists(path) and not path.is_dir():
+            raise MCNError(f"{path} is not a folder; move it away and rerun")
+        path.mkdir(exist_ok=True)
+
+
+def lock_store(root: Path) -> int:
+    """Take the store's exclusive lock (held until the returned descriptor is closed); never follows a link."""
+    path = root / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MCNError(
+                f"{path} is a symbolic link; a store holds no links: remove it and rerun"
+            ) from None
+        raise MCNError(f"cannot open the lock file {path} ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MCNError(f"{path} is not a regular file; remove it and rerun")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MCNError(
+            f"another extraction job is writing to {root}; wait for it or use another --out"
+        ) from None
+    return fd
+
+
+def read_identity(root: Path) -> dict | None:
+    """extraction.json, None when absent; damaged raises :class:`mcn.store.StoreDamage`."""
+    path = root / EXTRACTION
+    try:
+        with store.open_regular(path) as f:
+            identity = json.loads(f.read(1 << 20).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise store.StoreDamage(path, f"is damaged ({type(error).__name__})") from None
+    if not isinstance(identity, dict):
+        raise store.StoreDamage(path, "is damaged (not a JSON object)")
+    return identity
+
+
+# ---- what is on disk ----------------------------------------------------------------------------------------
+@dataclass
+class StoreScan:
+    """What a store holds, read and checked without changing anything."""
+
+    shards: dict[Path, store.ShardIndex] = field(default_factory=dict)  # healthy shards
+    failures: dict[str, dict] = field(default_factory=dict)  # latest failure record per video
+    damaged: dict[Path, str] = field(default_factory=dict)  # file -> why it is damaged
+    manifest: dict | None = None  # the previous manifest, when there is a readable one
+    identity: dict | None = None  # extraction.json, when there is a readable one
+    next_shard: int = 0  # after the highest shard number on disk, damaged shards included
+
+    @property
+    def done_ids(self) -> set[str]:
+        return {video_id for index in self.shards.values() for video_id in index.video_ids}
+
+    def lost_video_ids(self) -> list[str]:
+        """Videos the previous manifest placed in a damaged shard (they are extracted again)."""
+        if self.manifest is None:
+            return []
+        done, lost = self.done_ids, []
+        for shard in self.manifest["shards"]:
+            lost += [v for v in shard["video_ids"] if v not in done and isinstance(v, str)]
+        return sorted(set(lost))
+
+
+def scan_store(root: str | Path) -> StoreScan:
+    """Read and check every shard (whole files, not their feature bytes), the failure tables, the manifest and
+    the identity; anything damaged is listed in ``damaged``, nothing is changed."""
+    root = Path(root)
+    scan = StoreScan()
+    for path in [root / name for name in FOLDERS]:
+        if path.is_symlink():
+            scan.damaged[path] = "is a symbolic link (a store holds no links): replace it with a plain folder"
+    if (root / LOCK).is_symlink():
+        scan.damaged[root / LOCK] = "is a symbolic link (a store holds no links): remove it"
+    owner: dict[str, Path] = {}
+    numbers = []
+    shards = [] if root / store.SHARD_DIR in scan.damaged else store.list_shards(root)
+    for path in shards:
+        numbers.append(store.shard_number(path))
+        try:
+            index = store.read_shard_index(path)
+        except store.StoreDamage as damage:
+            scan.damaged[path] = damage.reason
+            continue
+        repeated = next((v for v in index.video_ids if v in owner), None)
+        if repeated is not None:
+            scan.damaged[path] = f"repeats video {repeated!r} of {owner[repeated].name}"
+            continue
+        owner.update(dict.fromkeys(index.video_ids, path))
+        scan.shards[path] = index
+    scan.next_shard = max(numbers) + 1 if numbers else 0
+    parts_dir = root / FAILURE_PARTS
+    parts = (
+        []
+        if parts_dir in scan.damaged or not parts_dir.is_dir()
+        else sorted(parts_dir.glob("part-*.parquet"))
+    )
+    for path in [root / store.FAILURES, *parts]:
+        if not os.path.lexists(path):
+            continue
+        try:
+            scan.failures.update({row["video_id"]: row for row in store.read_failure_table(path)})
+        except store.StoreDamage as damage:
+            scan.damaged[path] = damage.reason
+    try:
+        scan.manifest = store.read_manifest(root)
+    except store.StoreDamage as damage:
+        scan.damaged[root / store.MANIFEST] = damage.reason
+    try:
+        scan.identity = read_identity(root)
+    except store.StoreDamage as damage:
+        scan.damaged[root / EXTRACTION] = damage.reason
+    for name in REWRITTEN:
+        path = root / name
+        if (
+            name != store.MANIFEST
+            and os.path.lexists(path)
+            and not (path.is_file() and not path.is_symlink())
+        ):
+            scan.damaged[path] = "is not a regular file"
+    return scan
+
+
+def quarantine(root: Path, damaged: dict[Path, str]) -> Path | None:
+    """Move damaged files into a new ``quarantine/<time>-<suffix>/`` (same relative paths), with ``why.json``;
+    returns the folder (None when there is nothing to move). A move renames the entry itself: a link is moved,
+    not followed."""
+    if not damaged:
+        return None
+    (root / QUARANTINE).mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%dT%H%M%S')}-", dir=root / QUARANTINE))
+    for path in sorted(damaged):
+        target = folder / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+    write_json_atomic(folder / "why.json", {str(p.relative_to(root)): r for p, r in sorted(damaged.items())})
+    return folder
+
+
+def _remove_strays(root: Path) -> None:
+    """Temporary files of an interrupted job (only names this store's writers use; nothing else is deleted)."""
+    own = (MARKER, EXTRACTION, SUMMARY, CONFIG, store.MANIFEST, store.WORDS, store.FAILURES)
+    strays = [
+        *(root / store.SHARD_DIR).glob(".shard-*.parquet.tmp-*"),
+        *(root / FAILURE_PARTS).glob(".part-*.parquet*.tmp"),
+        *(p for name in own for p in root.glob(f".{name}.*tmp*")),
+    ]
+    for stray in strays:
+        if stray.is_symlink() or stray.is_file():
+            stray.unlink(missing_ok=True)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet table under a new temporary name (created exclusively: never through an existing link),
+    then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class StoreWriter:
-    """Owns STORE for the length of one job (an exclusive lock keeps a second job out)."""
+    """Owns STORE for the length of one job (an exclusive lock keeps a second job out).
+
+    ``open`` claims, locks and reads the store without changing it; ``commit`` then records the identity,
+    moves damaged files aside and marks the store unfinished. Between the two the job may still refuse to run
+    (a source conflict, an unreachable cluster) and leave the store as it was.
+    """
 
     def __init__(self, root: str | Path, identity: dict, shards: ShardConfig):
         self.root = Path(root)
@@ -74,33 +329,43 @@ class StoreWriter:
         self.limits = shards
         self.shard_dir = self.root / store.SHARD_DIR
         self.failure_dir = self.root / FAILURE_PARTS
-        self._lock_file = None
+        self._lock_fd: int | None = None
         self._buffer: list[store.VideoRecord] = []
         self._buffer_bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._pending: list[Future] = []
         self._next_shard = 0
+        self.format_version = store.LATEST_FORMAT_VERSION  # of the shards this job writes
         self.write_seconds = 0.0
+        self.scan = StoreScan()
         self.done_ids: set[str] = set()
         self.failures: dict[str, dict] = {}
+        self.sources: dict[str, dict] = {}  # video id -> what to record in its extra about its source file
+        self.quarantined: dict | None = None  # for the summary: folder, files and why, videos extracted again
+        self.summary: dict = {}  # as finish() wrote it
 
     # ---- start ----------------------------------------------------------------------------------------------
-    def open(self) -> None:
-        """Lock STORE, check or record the extraction identity, clean up, and load what is already done."""
-        if self.root.exists() and not self.root.is_dir():
-            raise MCNError(f"--out {self.root} is a file; give a folder for the store")
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        self.failure_dir.mkdir(exist_ok=True)
-        self._lock_file = open(self.root / LOCK, "w")  # noqa: SIM115 (held until close)
+    def open(self, commit: bool = True) -> None:
+        """Claim and lock STORE, check the extraction identity and read what is on disk (changing nothing);
+        with ``commit`` also :meth:`commit`."""
+        claim_store_folder(self.root)
+        check_store_folders(self.root)
+        self._lock_fd = lock_store(self.root)
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MCNError(
-                f"another extraction job is writing to {self.root}; wait for it or use another --out"
-            ) from None
-        identity_path = self.root / EXTRACTION
-        if identity_path.exists():
-            existing = json.loads(identity_path.read_text())
+            self._read_state()
+        except BaseException:
+            self.close()
+            raise
+        if commit:
+            self.commit()
+
+    def _read_state(self) -> None:
+        self.scan = scan_store(self.root)
+        recorded = self.scan.identity
+        shard_identities = [
+            index.extraction for index in self.scan.shards.values() if index.extraction is not None
+        ]
+        for existing in [recorded] if recorded is not None else shard_identities:
             if existing != self.identity:
                 changed = sorted(
                     k for k in set(existing) | set(self.identity) if existing.get(k) != self.identity.get(k)
@@ -109,20 +374,38 @@ class StoreWriter:
                     f"{self.root} was extracted with a different config ({', '.join(changed)} differ); "
                     "use a new --out folder, or the original models, weights and word vectors"
                 )
-        else:
-            write_json_atomic(identity_path, self.identity)
-        for stray in [
-            *self.shard_dir.glob(".*.tmp-*"),
-            *self.failure_dir.glob(".*.tmp"),
-            *self.root.glob(".*.tmp*"),
-        ]:
-            stray.unlink(missing_ok=True)
-        (self.root / store.MANIFEST).unlink(missing_ok=True)
-        shards = store.list_shards(self.root)
-        for path in shards:
-            self.done_ids.update(store.shard_video_ids(path))
-        self._next_shard = int(shards[-1].stem.split("-")[1]) + 1 if shards else 0
-        self.failures = latest_failures(self.root)
+        self.done_ids = self.scan.done_ids
+        self.failures = dict(self.scan.failures)
+        self._next_shard = self.scan.next_shard
+        # A store keeps the format it was started in (`mcn store migrate` converts it); a new one gets the latest.
+        formats = {index.format_version for index in self.scan.shards.values()}
+        self.format_version = formats.pop() if len(formats) == 1 else store.LATEST_FORMAT_VERSION
+
+    def commit(self) -> None:
+        """The first changes: the manifest goes (the store is unfinished from here on), damaged files move into
+        quarantine, the identity is recorded, stray temporary files are deleted."""
+        manifest = self.root / store.MANIFEST
+        if manifest not in self.scan.damaged and os.path.lexists(manifest):
+            manifest.unlink()
+        lost = self.scan.lost_video_ids()
+        folder = quarantine(self.root, self.scan.damaged)
+        if folder is not None:
+            self.quarantined = {
+                "folder": str(folder),
+                "files": {str(p.relative_to(self.root)): r for p, r in sorted(self.scan.damaged.items())},
+                "videos_extracted_again": len(lost),
+            }
+        if self.scan.identity is None:
+            write_json_atomic(self.root / EXTRACTION, self.identity)
+        _remove_strays(self.root)
+
+    def source_records(self) -> dict[str, tuple[str, dict]]:
+        """video id -> (source path, extra) of every video in a healthy shard."""
+        return {
+            video_id: (path, extra)
+            for index in self.scan.shards.values()
+            for video_id, path, extra in zip(index.video_ids, index.source_paths, index.extras, strict=True)
+        }
 
     # ---- during the job -------------------------------------------------------------------------------------
     def record_failures(self, rows: list[dict]) -> None:
@@ -131,13 +414,13 @@ class StoreWriter:
             return
         rows = [{name: str(row.get(name, "")) for name in FAILURE_SCHEMA.names} for row in rows]
         name = f"part-{time.time_ns():020d}-{os.getpid()}.parquet"
-        tmp = self.failure_dir / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), tmp)
-        os.replace(tmp, self.failure_dir / name)
+        write_table_atomic(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), self.failure_dir / name)
         self.failures.update({row["video_id"]: row for row in rows})
 
     def add(self, record: store.VideoRecord) -> None:
         """Buffer a finished video; a full buffer becomes the next shard (written in a background thread)."""
+        if record.video_id in self.sources:
+            record.extra = {**record.extra, **self.sources[record.video_id]}
         nbytes = record_nbytes(record)
         if self._buffer and self._buffer_bytes + nbytes > self.limits.max_bytes:
             self.flush()
@@ -157,7 +440,8 @@ class StoreWriter:
     def _write(self, path: Path, records: list[store.VideoRecord]) -> None:
         start = time.perf_counter()
         ids = [r.video_id for r in records]
-        store.write_shard(path, records, metadata={"video_ids": ids, "extraction": self.identity})
+        metadata = {"video_ids": ids, "extraction": self.identity}
+        store.write_shard(path, records, metadata, format_version=self.format_version)
         self.done_ids.update(ids)
         self.write_seconds += time.perf_counter() - start
 
@@ -169,15 +453,18 @@ class StoreWriter:
 
     # ---- end ------------------------------------------------------------------------------------------------
     def finish(self, vectors: KeyedVectors | None, manifest: dict, summary: dict) -> dict:
-        """Flush, fold the failures, write words.parquet and (last) manifest.json. Returns the manifest."""
+        """Flush, fold the failures, write words.parquet, summary.json and (last) manifest.json.
+
+        The summary gains the store's totals (``store``: videos, failures and failures by reason, exactly what
+        the manifest and the failures table hold) and, when files were moved aside, ``quarantine``; it is kept
+        as ``self.summary``. Returns the manifest.
+        """
         self.flush()
         self.wait()
         shards = shard_entries(self.root)
         done = {video_id for shard in shards for video_id in shard["video_ids"]}
         failures = [row for video_id, row in self.failures.items() if video_id not in done]
-        tmp = self.root / f".{store.FAILURES}.tmp"
-        pq.write_table(pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), tmp)
-        os.replace(tmp, self.root / store.FAILURES)
+        write_table_atomic(pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), self.root / store.FAILURES)
         for part in self.failure_dir.glob("part-*.parquet"):
             part.unlink()
         # Every id any shard uses (earlier, interrupted runs included), looked up in the word vectors.
@@ -192,16 +479,25 @@ class StoreWriter:
                 len(token_ids), vectors.vector_size
             )
         store.write_words(self.root, token_ids, words, vectors_UW)
-        write_json_atomic(self.root / SUMMARY, summary)
+        counts = {
+            "videos": len(done),
+            "failures": len(failures),
+            "shards": len(shards),
+            "bytes": sum(s["bytes"] for s in shards),
+            "words": int(len(token_ids)),
+        }
+        totals = {
+            "videos": counts["videos"],
+            "failures": counts["failures"],
+            "failures_by_reason": dict(sorted(Counter(row["reason"] for row in failures).items())),
+        }
+        extra = {"quarantine": self.quarantined} if self.quarantined else {}
+        self.summary = {**summary, **extra, "store": totals}
+        write_json_atomic(self.root / SUMMARY, self.summary)
         manifest = {
             **manifest,
-            "counts": {
-                "videos": len(done),
-                "failures": len(failures),
-                "shards": len(shards),
-                "bytes": sum(s["bytes"] for s in shards),
-                "words": int(len(token_ids)),
-            },
+            "format_version": self.format_version,
+            "counts": counts,
             "hours": round(sum(s["hours"] for s in shards), 6),
             "shards": shards,
         }
@@ -210,32 +506,23 @@ class StoreWriter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
-
-
-def latest_failures(root: str | Path) -> dict[str, dict]:
-    """The latest failure record per video: failures.parquet, then the parts of an unfinished job in order."""
-    failures = {row["video_id"]: row for row in store.read_failures(root)}
-    for part in sorted((Path(root) / FAILURE_PARTS).glob("part-*.parquet")):
-        failures.update({row["video_id"]: row for row in pq.read_table(part).to_pylist()})
-    return failures
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def shard_entries(root: str | Path) -> list[dict]:
     """name, video ids, bytes, hours and used token ids of every completed shard, read from the shards."""
     entries = []
     for path in store.list_shards(root):
-        table = pq.read_table(path, columns=["video_id", "duration", "caption_token_ids"])
-        ids = table.column("caption_token_ids").combine_chunks().flatten().flatten()
+        summary = store.shard_summary(path)
         entries.append(
             {
                 "name": path.name,
-                "video_ids": table.column("video_id").to_pylist(),
-                "bytes": path.stat().st_size,
-                "hours": float(sum(table.column("duration").to_pylist())) / 3600.0,
-                "token_ids": set(np.unique(ids.to_numpy(zero_copy_only=False)).tolist()),
+                "video_ids": summary.video_ids,
+                "bytes": summary.nbytes,
+                "hours": float(summary.durations.sum()) / 3600.0,
+                "token_ids": set(summary.token_ids.tolist()),
             }
         )
     return entries
@@ -249,6 +536,8 @@ def extraction_identity(config: PipelineConfig) -> dict:
         decode.pop(name, None)
     if decode.get("backend") == "decord":  # the default, left out so that stores made before the option match
         decode.pop("backend")
+    if decode.get("kernel") == "reference":  # likewise
+        decode.pop("kernel")
     return {
         "model_2d": models.model_2d,
         "weights_2d": "torchvision-download"

@@ -48,6 +48,7 @@ def setup(tmp_path_factory):
     return root, clips, checkpoint
 
 
+@pytest.mark.slow
 def test_eval_retrieval_and_score_agree(setup, tmp_path):
     root, clips, checkpoint = setup
     out = tmp_path / "out"
@@ -69,6 +70,7 @@ def test_eval_retrieval_and_score_agree(setup, tmp_path):
                 assert metrics[f"step-000005/msr/{protocol}/{task}/{key}"] == pytest.approx(value, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_eval_score_named_benchmarks_and_errors(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "s.npy", rng.standard_normal((968, 968)).astype(np.float32))
@@ -93,6 +95,7 @@ def test_eval_score_named_benchmarks_and_errors(tmp_path):
     assert result.returncode == 2 and "NaN" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_search_cli(setup):
     root, _, checkpoint = setup
     result = mcn(

@@ -48,6 +48,7 @@ def setup(tmp_path_factory):
     return root, ids, clips, checkpoints, definitions
 
 
+@pytest.mark.slow
 def test_retrieval_cli_both_protocols_several_checkpoints(setup, capsys):
     root, ids, clips, checkpoints, definitions = setup
     out = root / "out-retrieval"

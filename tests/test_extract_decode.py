@@ -15,6 +15,7 @@ import psutil
 import pytest
 from media import FFMPEG, counter_of, hanging_decoder, make_counter_video, make_video
 
+from mcn.errors import MCNError
 from mcn.extract.audio import log_mel
 from mcn.extract.decode import (
     DecodeConfig,
@@ -86,7 +87,7 @@ def test_probe_reads_stream_fields(tmp_path, name, codec, audio, audio_codec, co
 
 def test_probe_fractional_rate(tmp_path):
     info = probe(make_video(tmp_path / "ntsc.mp4", seconds=2.0, fps="30000/1001", size=(64, 48), audio=False))
-    assert info.fps == pytest.approx(29.97)
+    assert info.fps == pytest.approx(30000 / 1001)  # the exact rate, not the 29.97 that ffmpeg prints
     assert info.num_frames == 60
 
 
@@ -147,8 +148,17 @@ def test_default_sizes_shorter_side_224_and_112_crop(tmp_path):
 
 @pytest.mark.parametrize("window_seconds", [0.0, 3.0, 1.0])
 def test_config_rejects_windows_that_split_clips(window_seconds):
-    with pytest.raises(ValueError, match="window_seconds"):
+    with pytest.raises(MCNError, match="window_seconds"):
         DecodeConfig(window_seconds=window_seconds)
+
+
+def test_config_is_frozen_and_keyword_only():
+    config = DecodeConfig(size_2d=48)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.size_2d = 64
+    with pytest.raises(TypeError):
+        DecodeConfig(48)
+    assert dataclasses.replace(config, backend="ffmpeg").backend == "ffmpeg"
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
@@ -241,7 +251,7 @@ def test_av1_needs_the_ffmpeg_backend_when_decord_lacks_a_decoder(tmp_path):
 
 
 def test_config_rejects_unknown_backend():
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(MCNError, match="backend"):
         DecodeConfig(backend="opencv")
 
 

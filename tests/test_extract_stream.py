@@ -59,6 +59,23 @@ def test_only_videos_with_audio_and_no_captions_are_transcribed(video, tmp_path)
     assert not header.needs_asr and header.logmel is None and header.waveform_16k is None
 
 
+def test_log_mel_is_the_whole_tracks_and_the_track_is_held_only_for_transcription(video, monkeypatch):
+    from mcn.extract import stream
+    from mcn.extract.audio import log_mel
+    from mcn.extract.decode import read_audio
+
+    whole = log_mel(read_audio(video)).astype(np.float16)
+    header = next(iter(VideoStream(video, None, TWO_SECOND_WINDOWS, transcribe=True)))
+    np.testing.assert_array_equal(header.logmel, whole)
+
+    def whole_track(*args, **kwargs):
+        raise AssertionError("the whole track was read without speech recognition")
+
+    monkeypatch.setattr(stream, "read_audio", whole_track)
+    header = next(iter(VideoStream(video, None, TWO_SECOND_WINDOWS)))  # bounded: decode.read_log_mel
+    np.testing.assert_array_equal(header.logmel, whole)
+
+
 def test_failures_name_the_step_that_failed(video, tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))

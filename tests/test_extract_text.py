@@ -1,14 +1,19 @@
 """Caption readers (VTT rolling lines, SRT, CSV, JSON, broken files), tokenizer, word2vec files, token ids."""
 
 import json
+import os
+import random
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
+from mcn import store
 from mcn.errors import MCNError
+from mcn.extract import text
 from mcn.extract.extractors import CaptionTokenizer
 from mcn.extract.text import CaptionError, load_word_vectors, read_captions, token_ids, tokenize
 
@@ -130,6 +135,130 @@ def test_missing_caption_file(tmp_path):
     with pytest.raises(CaptionError) as caught:
         read_captions(tmp_path / "nope.srt")
     assert caught.value.reason == "not_found"
+
+
+# One file per format for each kind of bad time; VTT and SRT timestamps cannot spell NaN or a negative time.
+BAD_TIMES = {
+    "nan": {
+        "json": '{"start": [0, NaN], "end": [1, 2], "text": ["a", "b"]}',
+        "csv": "start,end,text\n0,1,a\nnan,2,b\n",
+    },
+    "infinity": {
+        "json": '[{"start": 0, "end": Infinity, "text": "a"}]',
+        "csv": "start,end,text\n0,inf,a\n",
+    },
+    "past_float32": {
+        "json": '{"start": [1e39], "end": [1e40], "text": ["a"]}',
+        "csv": "start,end,text\n0,1e300,a\n",
+    },
+    "negative": {"json": '[{"start": -1, "end": 2, "text": "a"}]', "csv": "start,end,text\n-0.5,1,a\n"},
+    "reversed": {
+        "json": '{"start": [0, 5], "end": [1, 2], "text": ["a", "b"]}',
+        "csv": "start,end,text\n0,1,a\n5,2,b\n",
+        "vtt": "WEBVTT\n\n00:00:05.000 --> 00:00:02.000\nbackwards\n",
+        "srt": "1\n00:00:05,000 --> 00:00:02,000\nbackwards\n",
+    },
+}
+
+
+@pytest.mark.parametrize(("kind", "fmt"), [(kind, fmt) for kind, forms in BAD_TIMES.items() for fmt in forms])
+def test_bad_times_are_refused_the_same_way_in_every_format(write, kind, fmt):
+    with pytest.raises(CaptionError) as caught:
+        read_captions(write(f"{kind}.{fmt}", BAD_TIMES[kind][fmt]))
+    assert caught.value.reason == "malformed" and "\n" not in str(caught.value)
+    assert any(word in caught.value.detail for word in ("non-finite", "before 0", "ends before"))
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (0.0, 0.0),
+        (1.0, 0.5),
+        (-0.001, 1.0),
+        (float("nan"), 1.0),
+        (0.0, float("inf")),
+        (1e39, 1e39),
+        (3.0, 1e38),
+    ],
+)
+def test_extraction_and_the_store_agree_on_valid_times(start, end):
+    extraction_ok = text.caption_times_problem([(start, end, "x")]) is None
+    stored = np.array([start], np.float64), np.array([end], np.float64)
+    with np.errstate(over="ignore"):
+        store_ok = not store.invalid_captions(
+            stored[0].astype(np.float32), stored[1].astype(np.float32)
+        ).any()
+    assert extraction_ok == store_ok
+
+
+def test_wrong_types_in_json_are_caption_errors(write):
+    for content in (
+        '{"start": [true], "end": [1], "text": ["a"]}',
+        '{"start": 5, "end": [1], "text": ["a"]}',
+        '{"start": [0], "end": [1], "text": [{"a": 1}]}',
+        '{"start": [' + "9" * 5000 + '], "end": [1], "text": ["a"]}',
+        "[" * 100_000,
+    ):
+        with pytest.raises(CaptionError) as caught:
+            read_captions(write("t.json", content))
+        assert caught.value.reason == "malformed"
+
+
+def test_random_garbage_only_ever_raises_caption_errors(write):
+    rng = random.Random(0)
+    atoms = ["WEBVTT", "\n", "\n\n", " --> ", "00:00:01.000", "1:2.3", "NOTE", "<c>", "&amp;", "\r\n", ",", '"',
+             "start", "end", "text", "-1", "nan", "1e999", "\x00", "{", "}", "[", "]", ":", "null", "true"]  # fmt: skip
+    for index in range(2000):
+        fmt = ("vtt", "srt", "csv", "json")[index % 4]
+        content = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 30)))
+        try:
+            captions = read_captions(write(f"g.{fmt}", content))
+        except CaptionError as error:
+            assert "\n" not in str(error)
+            continue
+        assert all(0 <= s <= e < float("inf") and isinstance(t, str) for s, e, t in captions)
+
+
+def test_a_fifo_a_device_and_a_folder_are_refused_without_reading(tmp_path):
+    os.mkfifo(tmp_path / "pipe.vtt")  # an open for reading would block until a writer comes
+    (tmp_path / "zero.srt").symlink_to("/dev/zero")  # a read would never end
+    (tmp_path / "folder.json").mkdir()
+    for name in ("pipe.vtt", "zero.srt", "folder.json"):
+        with pytest.raises(CaptionError) as caught:
+            read_captions(tmp_path / name)
+        assert caught.value.reason == "not_a_file"
+
+
+def test_size_and_read_time_limits(write, monkeypatch):
+    monkeypatch.setattr(text, "MAX_CAPTION_BYTES", 100)
+    with pytest.raises(CaptionError) as caught:
+        read_captions(write("big.srt", "1\n00:00:01,000 --> 00:00:02,000\n" + "word " * 100))
+    assert caught.value.reason == "too_large"
+    release = threading.Event()
+    real_fdopen = os.fdopen
+
+    class StuckFile:  # a file system that stops answering
+        def __init__(self, fd):
+            self.file = real_fdopen(fd, "rb")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def read(self, size):
+            release.wait(30)
+            return self.file.read(size)
+
+    monkeypatch.setattr(text, "READ_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(text.os, "fdopen", lambda fd, mode: StuckFile(fd))
+    try:
+        with pytest.raises(CaptionError) as caught:
+            read_captions(write("slow.srt", "1\n00:00:01,000 --> 00:00:02,000\nhi\n"))
+        assert caught.value.reason == "timeout"
+    finally:
+        release.set()
 
 
 @pytest.fixture

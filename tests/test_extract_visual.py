@@ -62,6 +62,7 @@ def test_registry_has_each_model_and_its_tiny_twin():
     assert out_2d.shape == (2, visual.FEATURE_DIM) and out_3d.shape == (2, visual.FEATURE_DIM)
 
 
+@pytest.mark.slow
 def test_resnext101_loads_the_kinetics_checkpoint_format_as_it_is(tmp_path):
     with pytest.warns(UserWarning, match="random init"):
         source = visual.resnext101_3d(None)  # the full ResNeXt-101 32x4d
@@ -85,6 +86,7 @@ def test_resnext101_loads_the_kinetics_checkpoint_format_as_it_is(tmp_path):
         assert loaded.classify(clip).shape == (1, 400)
 
 
+@pytest.mark.slow
 def test_resnet152_loads_a_torchvision_state_dict_file(tmp_path):
     reference = torchvision.models.resnet152().eval()
     reference.load_state_dict(perturbed_state_dict(reference))

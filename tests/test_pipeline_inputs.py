@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -78,7 +80,7 @@ def test_manifest_rows_and_per_row_id_errors(tmp_path):
     ("content", "message"),
     [
         ("path,caption\na.mp4,\n", "no 'video_path' column"),
-        ("video_path,video_id\na.mp4,x\nb.mp4,x\n", "appears twice"),
+        ("video_path,video_id\na.mp4,x\nb.mp4,x\n", "appear more than once"),
         (b"PAR1\x00\x01garbage", "unreadable manifest"),
     ],
 )
@@ -88,6 +90,85 @@ def test_bad_manifests_are_one_line_errors(tmp_path, content, message):
     with pytest.raises(MCNError, match=message) as error:
         inputs.read_inputs(path)
     assert "\n" not in str(error.value)
+
+
+def test_duplicate_ids_good_or_bad_are_refused_with_their_rows(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        "video_path,video_id\na.mp4,ok\nb.mp4,../evil\nc.mp4,../evil\nd.mp4,fine\ne.mp4,ok\n"
+    )
+    with pytest.raises(MCNError) as error:
+        inputs.read_inputs(tmp_path / "m.csv")
+    message = str(error.value)
+    assert "2 video ids appear more than once" in message
+    assert "'ok': row 1, row 5" in message and "'../evil': row 2, row 3" in message
+    assert "\n" not in message
+
+
+def test_two_videos_with_one_stem_in_a_folder_are_refused(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.mp4", "sub/a.mkv", "b.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(MCNError, match=r"'a': a.mp4, sub/a.mkv"):
+        inputs.read_inputs(tmp_path)
+
+
+def test_every_path_is_absolute_captions_included(tmp_path, monkeypatch):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "a.vtt", "b.mp4", "b.srt"):
+        (folder / name).write_bytes(b"x")
+    os.mkfifo(folder / "c.json")  # a sidecar that is not a regular file is passed on, to be reported
+    (folder / "c.mp4").write_bytes(b"x")
+    (tmp_path / "m.csv").write_text("video_path,caption_path\nvideos/a.mp4,videos/a.vtt\n")
+    monkeypatch.chdir(tmp_path)
+    for source in ("videos", "./videos/", "m.csv"):
+        items, _ = inputs.read_inputs(source)
+        for item in items:
+            assert os.path.isabs(item.video_path) and os.path.isabs(item.caption_path), item
+            assert Path(item.caption_path).parent == folder
+    assert [Path(i.caption_path).name for i in inputs.read_inputs("videos")[0]] == [
+        "a.vtt",
+        "b.srt",
+        "c.json",
+    ]
+
+
+def test_a_video_path_that_is_not_a_regular_file_is_a_row_error(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")  # a decoder opening it would wait for a writer forever
+    (tmp_path / "zero.mkv").symlink_to("/dev/zero")
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")  # reported by the decoder: not_found
+    (tmp_path / "ok.mp4").write_bytes(b"x")
+    items, problems = inputs.read_inputs(tmp_path)
+    assert [i.video_id for i in items] == ["gone", "ok"]
+    assert [(p.video_id, p.reason) for p in problems] == [("pipe", "not_a_file"), ("zero", "not_a_file")]
+    os.mkfifo(tmp_path / "m.csv")
+    with pytest.raises(MCNError, match="neither a folder nor a regular file"):
+        inputs.read_inputs(tmp_path / "m.csv")
+
+
+def test_items_carry_the_size_and_time_of_their_file(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"12345")
+    os.utime(tmp_path / "a.mp4", ns=(1_000_000_000, 1_700_000_000_123_456_789))
+    (tmp_path / "m.csv").write_text("video_path\na.mp4\ngone.mp4\n")
+    present, gone = inputs.read_inputs(tmp_path / "m.csv")[0]
+    assert (present.size, present.mtime_ns) == (5, 1_700_000_000_123_456_789)
+    assert present.source() == {"source_size": 5, "source_mtime_ns": 1_700_000_000_123_456_789}
+    assert (gone.size, gone.mtime_ns, gone.source()) == (None, None, {})
+
+
+def test_a_changed_source_is_a_conflict_a_moved_one_is_not():
+    recorded = {"source_size": 5, "source_mtime_ns": 1_700_000_000_900_000_000}
+    same = inputs.VideoItem("a", "/new/place/a.mp4", None, 5, 1_700_000_000_000_000_000)
+    assert inputs.source_conflict(same, "/old/a.mp4", recorded) is None, "moved (mtime kept to the second)"
+    bigger = inputs.VideoItem("a", "/old/a.mp4", None, 6, 1_700_000_000_900_000_000)
+    assert "has 6 bytes" in inputs.source_conflict(bigger, "/old/a.mp4", recorded)
+    touched = inputs.VideoItem("a", "/old/a.mp4", None, 5, 1_700_000_100_000_000_000)
+    assert "modified after" in inputs.source_conflict(touched, "/old/a.mp4", recorded)
+    gone = inputs.VideoItem("a", "/old/a.mp4")
+    assert inputs.source_conflict(gone, "/old/a.mp4", recorded) is None, "nothing to compare, nothing to redo"
+    # Stores written before sizes were recorded: the path is all there is.
+    assert inputs.source_conflict(same, "/new/place/a.mp4", {}) is None
+    assert "extracted it from /old/a.mp4" in inputs.source_conflict(same, "/old/a.mp4", {})
 
 
 def test_missing_input_and_wrong_suffix(tmp_path):
@@ -134,7 +215,7 @@ def test_writer_shards_failures_and_resume_state(tmp_path):
     assert manifest["counts"]["videos"] == 4 and manifest["counts"]["failures"] == 0
     reader = store.StoreReader(root)
     assert sorted(reader.video_ids) == ["a", "b", "bad", "c"] and reader.failures() == []
-    assert json.loads((root / "summary.json").read_text()) == {"ok": True}
+    assert json.loads((root / "summary.json").read_text())["ok"] is True
 
 
 def test_writer_refuses_a_different_extraction(tmp_path):

@@ -1,4 +1,5 @@
-"""mcn.pipeline.store_cli: `mcn store info|verify|export` on stores written by the job's own writer."""
+"""mcn.pipeline.store_cli: `mcn store info|verify|repair|export` on stores written by the job's own writer,
+sound, unfinished and damaged."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-from writer_store import write_store
+from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, write_store
 
-from mcn import cli, store
-from mcn.pipeline.store_cli import export_video, store_info, verify_store
+from mcn import cli, store, store_rows
+from mcn.errors import MCNError
+from mcn.pipeline.config import ShardConfig
+from mcn.pipeline.store_cli import export_video, repair_store, store_info, verify_store
+from mcn.pipeline.writer import QUARANTINE, SUMMARY, StoreWriter
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +48,8 @@ def test_export_writes_npz_and_the_reference_layout(finished, tmp_path):
     assert [p.name for p in paths] == ["cook_2d.npz", "cook_3d.npz"]
     np.testing.assert_array_equal(np.load(paths[0])["features"], record.feat_2d)
     assert cli.main(["store", "export", str(finished), "../evil", "--out", str(tmp_path / "x.npz")]) == 2
+    with pytest.raises(MCNError, match="path separator"):
+        export_video(finished, "../../evil", tmp_path / "ref", layout="reference")
     assert cli.main(["store", "export", str(finished), "cook", "--out", str(tmp_path / "x.txt")]) == 2
 
 
@@ -58,7 +65,9 @@ def test_verify_finds_a_damaged_store(finished, tmp_path):
     first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
     shutil.copy(store.list_shards(damaged)[1], damaged / store.SHARD_DIR / "shard-000009.parquet")
     problems = verify_store(damaged)
-    assert any("unreadable" in p for p in problems) and any("not in the manifest" in p for p in problems)
+    assert any("shard-000000.parquet is not a readable shard" in p for p in problems)
+    assert any("shard-000009.parquet repeats video 'silent'" in p for p in problems)
+    assert not any("is in the manifest but missing" in p for p in problems), "damage is reported once"
     assert cli.main(["store", "verify", str(damaged)]) == 1
 
 
@@ -67,9 +76,129 @@ def test_verify_finds_duplicates_and_missing_words(tmp_path):
     shutil.copy(store.list_shards(root)[0], store.list_shards(root)[1])  # "a" twice, "b" gone
     (root / store.WORDS).unlink()
     problems = verify_store(root)
-    assert any("video ids differ from the manifest" in p for p in problems)
+    assert any("shard-000001.parquet repeats video 'a'" in p for p in problems)
     assert any("manifest counts 2 videos, the shards hold 1" in p for p in problems)
     assert any(store.WORDS in p for p in problems)
+
+
+def run_mcn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mcn", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("damage", "found"),
+    [
+        ("shard", "shards/shard-000000.parquet is not a readable shard"),
+        ("failures", "failures.parquet is not a readable failures table"),
+        ("manifest", "manifest.json is damaged"),
+        ("words", "words.parquet is damaged"),
+    ],
+)
+def test_verify_reports_torn_files_and_the_command_that_repairs_them(finished, tmp_path, damage, found):
+    root = tmp_path / "store"
+    shutil.copytree(finished, root)
+    path = {
+        "shard": store.list_shards(root)[0],
+        "failures": root / store.FAILURES,
+        "manifest": root / store.MANIFEST,
+        "words": root / store.WORDS,
+    }[damage]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    result = run_mcn("store", "verify", str(root))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "problem: " in result.stdout and found in result.stdout, result.stdout
+    assert "repair: " in result.stdout and "mcn extract" in result.stdout
+    info = run_mcn("store", "info", str(root), "--json")
+    assert info.returncode == 0 and "Traceback" not in info.stderr, info.stderr
+
+
+def test_damage_inside_an_intact_file_is_found_and_repair_moves_it_aside(finished, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(finished, root)
+    shard = store.list_shards(root)[0]
+    parquet = pq.ParquetFile(shard)
+    column = parquet.metadata.row_group(0).column(parquet.schema_arrow.get_field_index("feat_2d"))
+    data = bytearray(shard.read_bytes())
+    start = column.data_page_offset
+    data[start : start + column.total_compressed_size] = b"\xff" * column.total_compressed_size
+    shard.write_bytes(bytes(data))
+    assert store.shard_video_ids(shard) == ["cook", "plain"], "the footer and the id column are intact"
+    problems = verify_store(root)
+    assert any("shard-000000.parquet is damaged inside" in p for p in problems), problems
+    result = run_mcn("store", "verify", str(root))
+    assert f"mcn store repair {root}" in result.stdout, result.stdout
+    folder, moved = repair_store(root)
+    assert set(moved) == {shard} and (folder / "shards" / shard.name).exists()
+    assert not (root / store.MANIFEST).exists(), "the repaired store is unfinished until the job reruns"
+    writer = StoreWriter(root, IDENTITY, ShardConfig(max_videos=2))
+    writer.open()
+    assert writer.done_ids == {"silent"}, "the rerun extracts the moved videos again"
+    for video_id in ("cook", "plain"):
+        writer.add(record(video_id))
+    writer.finish(word_vectors(), {}, {})
+    writer.close()
+    assert verify_store(root) == []
+    assert repair_store(root) == (None, {})
+
+
+def test_verify_reports_invalid_caption_times_in_a_shard(tmp_path):
+    writer = StoreWriter(tmp_path, IDENTITY, ShardConfig())
+    writer.open()
+    bad = record("nan")
+    bad.caption_start = np.array([0.0, np.nan], np.float32)
+    reversed_ = record("reversed")
+    reversed_.caption_start, reversed_.caption_end = (
+        np.array([2.0, 3.0], np.float32),
+        np.array([3.0, 1.0], np.float32),
+    )
+    for item in (bad, reversed_, record("good")):
+        writer.add(item)
+    writer.finish(word_vectors(), {}, {})
+    writer.close()
+    problems = verify_store(tmp_path)
+    assert any("nan: caption 1 has a non-finite time" in p for p in problems), problems
+    assert any("reversed: caption 1 ends before it starts" in p for p in problems), problems
+
+
+def test_info_summary_and_failures_table_agree(tmp_path):
+    root = tmp_path / "store"
+    writer = StoreWriter(root, IDENTITY, ShardConfig(max_videos=1))
+    writer.open()
+    writer.add(record("a"))
+    writer.add(record("b"))
+    writer.record_failures([failure("x", "corrupt"), failure("y", "timeout"), failure("b", "corrupt")])
+    writer.record_failures([failure("x", "empty")])
+    writer.wait()
+    writer.close()  # interrupted: failure parts, no manifest
+    unfinished = store_info(root)
+    assert not unfinished["finished"] and unfinished["videos"] == 2
+    assert unfinished["failures_by_reason"] == {"empty": 1, "timeout": 1}, (
+        "latest record, minus stored videos"
+    )
+    writer = StoreWriter(root, IDENTITY, ShardConfig(max_videos=1))
+    writer.open()
+    writer.finish(word_vectors(), {}, {"extracted": 0})
+    writer.close()
+    info = store_info(root)
+    summary = json.loads((root / SUMMARY).read_text())["store"]
+    table = store.read_failures(root)
+    assert info["videos"] == summary["videos"] == 2
+    assert info["failures"] == summary["failures"] == len(table) == 2
+    assert info["failures_by_reason"] == summary["failures_by_reason"] == {"empty": 1, "timeout": 1}
+    assert sorted(f["video_id"] for f in table) == ["x", "y"]
+
+
+def test_info_lists_damage_and_quarantine(finished, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(finished, root)
+    shard = store.list_shards(root)[1]
+    shard.write_bytes(b"")
+    info = store_info(root)
+    assert info["videos"] == 2 and info["shards"] == 1
+    assert list(info["damaged"]) == ["shards/shard-000001.parquet"]
+    repair_store(root)
+    assert store_info(root)["damaged"] == {} and len(store_info(root)["quarantine"]) == 1
+    assert (root / QUARANTINE).is_dir()
 
 
 def test_the_store_command_exits_zero_in_a_subprocess(finished):
@@ -82,15 +211,49 @@ def test_the_store_command_exits_zero_in_a_subprocess(finished):
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr
 
 
+def test_damage_to_format_2_shards_is_found_and_repaired(finished, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(finished, root)
+    assert store.StoreReader(root).format_version == 2
+    torn, inside = store.list_shards(root)
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    group = pq.ParquetFile(inside).metadata.row_group(0)
+    logmel = next(
+        group.column(i)
+        for i in range(group.num_columns)
+        if group.column(i).path_in_schema == store_rows.FEATURE_LEAVES["logmel"]
+    )
+    end = logmel.data_page_offset + logmel.total_compressed_size  # the last values: NaN as float16
+    data = bytearray(inside.read_bytes())
+    data[end - 64 : end] = b"\xff" * 64
+    inside.write_bytes(bytes(data))
+    (root / store.SHARD_DIR / "shard-000002.parquet").symlink_to(inside)
+    assert store.shard_video_ids(inside) == ["silent"], "the footer and the id column are intact"
+    problems = verify_store(root)
+    assert any("shard-000000.parquet is not a readable shard" in p for p in problems), problems
+    assert any("shard-000001.parquet holds invalid values" in p for p in problems), problems
+    assert any("silent: logmel has non-finite values" in p for p in problems), problems
+    assert any("shard-000002.parquet is a symbolic link" in p for p in problems), problems
+    folder, moved = repair_store(root)
+    assert {p.name for p in moved} == {"shard-000000.parquet", "shard-000001.parquet", "shard-000002.parquet"}
+    assert (folder / "shards" / "shard-000002.parquet").is_symlink(), "the link is moved, not followed"
+    assert store.list_shards(root) == [] and not (root / store.MANIFEST).exists()
+
+
 def test_migrate_makes_a_sound_format_2_store_of_the_jobs_store(finished, tmp_path, capsys):
+    old = tmp_path / "format1"
+    shutil.copytree(finished, old)
+    as_format_1(old)
+    assert verify_store(old) == [] and store.StoreReader(old).format_version == 1
     new = tmp_path / "format2"
-    assert cli.main(["store", "migrate", str(finished), str(new)]) == 0
+    assert cli.main(["store", "migrate", str(old), str(new)]) == 0
     assert "2 shards converted" in capsys.readouterr().out
     assert verify_store(new) == [] and store.StoreReader(new).format_version == 2
-    old_reader, new_reader = store.StoreReader(finished), store.StoreReader(new)
+    old_reader, new_reader = store.StoreReader(old), store.StoreReader(new)
     for video_id in old_reader.video_ids:
-        old, migrated = old_reader.read(video_id), new_reader.read(video_id)
-        np.testing.assert_array_equal(migrated.logmel, old.logmel)
-        assert migrated.caption_text == old.caption_text
-    assert store_info(new)["failures"] == store_info(finished)["failures"] == 1
+        before, migrated = old_reader.read(video_id), new_reader.read(video_id)
+        np.testing.assert_array_equal(migrated.logmel, before.logmel)
+        np.testing.assert_array_equal(migrated.feat_3d, before.feat_3d)
+        assert migrated.caption_text == before.caption_text
+    assert store_info(new)["failures"] == store_info(old)["failures"] == 1
     assert cli.main(["store", "migrate", str(new), str(tmp_path / "again")]) == 2, "already format 2"

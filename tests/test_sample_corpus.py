@@ -217,7 +217,7 @@ def test_seen_clips_benchmark_lists_the_steps_training_sees_for_eval(corpus, tmp
     ]
     expected = [(v["id"], s["start"], s["end"], s["text"]) for v in clean for s in v["steps"]]
     assert path == tmp_path / "eval" / "seen_clips.csv" and len(expected) >= 4
-    clips = read_retrieval_clips(path)  # the generic format that `mcn eval retrieval` reads
+    clips = read_retrieval_clips(path)  # the clip list that `mcn eval prepare generic` reads
     assert [(c.video_id, c.start, c.end, c.text) for c in clips] == expected
 
 

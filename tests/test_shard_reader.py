@@ -32,7 +32,7 @@ def test_reading_one_video_reads_only_its_row_group(tmp_path, monkeypatch):
     store.read_shard_video(path, 0)  # the footer is read once per shard and kept
     opened = []
 
-    def counting_open(where):
+    def counting_open(where, follow_links=True):
         opened.append(CountingFile(where))
         return pa.PythonFile(opened[-1], mode="r")
 
@@ -74,7 +74,9 @@ def test_a_remote_shard_is_opened_once_per_process(s3_bucket, monkeypatch):
     records = finished_store(root, [["a", "b", "c"]])
     opened = []
     real_open = storage.open_input
-    monkeypatch.setattr(storage, "open_input", lambda path: (opened.append(path), real_open(path))[1])
+    monkeypatch.setattr(
+        storage, "open_input", lambda path, follow_links=True: (opened.append(path), real_open(path))[1]
+    )
     reader = store.StoreReader(root)
     for video_id in ["a", "b", "c", "a"]:
         assert_same_record(reader.read(video_id), records[video_id])

@@ -75,6 +75,31 @@ def test_write_list_read_and_remove(root, spool):
     storage.remove(storage.join(root, "a.bin"))  # a missing file is no error
     assert not storage.exists(storage.join(root, "a.bin"))
     assert list(spool.iterdir()) == []
+    assert storage.list_names(root) == ["b.bin", "copy.bin", "d.json", "sub"], "folders too"
+    assert storage.read_bytes(storage.join(root, "b.bin"), follow_links=False) == b"bee"
+    assert storage.lexists(storage.join(root, "b.bin")) and not storage.lexists(storage.join(root, "zz"))
+
+
+def test_no_follow_reads_refuse_links_fifos_and_folders(tmp_path):
+    (tmp_path / "file").write_bytes(b"data")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    assert storage.read_bytes(tmp_path / "link") == b"data", "a plain read follows links"
+    assert storage.lexists(tmp_path / "dangling") and not storage.exists(tmp_path / "dangling")
+    assert storage.list_names(tmp_path) == ["dangling", "fifo", "file", "folder", "link"]
+    for name, reason in [
+        ("link", "is a symbolic link"),
+        ("dangling", "is a symbolic link"),
+        ("fifo", "is not a regular file"),  # and does not block waiting for a writer
+        ("folder", "is not a regular file"),
+    ]:
+        with pytest.raises(storage.UnreadableFile, match=reason) as error:
+            storage.read_bytes(tmp_path / name, follow_links=False)
+        assert error.value.reason == reason
+    with pytest.raises(FileNotFoundError):
+        storage.open_input(tmp_path / "missing", follow_links=False)
 
 
 def test_an_exception_mid_write_publishes_nothing(root, spool):

@@ -33,8 +33,36 @@ def test_round_trip_and_row_group_per_video(tmp_path, format_version):
     assert store.shard_format(first) == format_version
     assert store.shard_video_ids(first) == ["a", "b", "c"]
     assert store.shard_caption_counts(first).tolist() == [2, 2, 2]
+    counts, problems = store.shard_captions(first)
+    assert counts.tolist() == [2, 2, 2] and problems == {}
+    index = store.read_shard_index(first)
+    assert index.durations == [3.0, 4.0, 5.0] and index.extras == [{"codec": "h264"}] * 3
+    assert index.source_paths == ["/videos/a.mp4", "/videos/b.mp4", "/videos/c.mp4"]
     summary = store.shard_summary(first)
     assert summary.token_ids.tolist() == [1, 3, 7] and summary.durations.tolist() == [3.0, 4.0, 5.0]
+
+
+@pytest.mark.parametrize("format_version", [1, 2])
+def test_shards_are_read_only_when_whole_and_never_through_a_link(tmp_path, format_version):
+    finished_store(tmp_path, [["a", "b"]], format_version)
+    shards = tmp_path / store.SHARD_DIR
+    (shards / store.shard_name(1)).symlink_to(shards / store.shard_name(0))
+    (shards / store.shard_name(2)).mkdir()
+    torn = shards / store.shard_name(3)
+    torn.write_bytes((shards / store.shard_name(0)).read_bytes()[:-100])
+    assert [p.name for p in store.list_shards(tmp_path)] == [store.shard_name(i) for i in range(4)]
+    assert store.read_shard_index(shards / store.shard_name(0)).video_ids == ["a", "b"]
+    for index, reason in [
+        (1, "is a symbolic link"),
+        (2, "is not a regular file"),
+        (3, "not a readable shard"),
+    ]:
+        with pytest.raises(store.StoreDamage, match=reason):
+            store.read_shard_index(shards / store.shard_name(index))
+    with pytest.raises(MCNError, match="symbolic link"):
+        store.read_shard_video(shards / store.shard_name(1), 0)
+    with pytest.raises(store.StoreDamage, match="not a readable shard"):
+        store.shard_captions(torn)
 
 
 def test_format_2_round_trip_on_an_object_store(s3_bucket):
@@ -46,6 +74,8 @@ def test_format_2_round_trip_on_an_object_store(s3_bucket):
         f"{root}/shards/shard-000001.parquet",
     ]
     assert store.list_shards(root) == reader.shard_paths
+    assert store.read_shard_index(reader.shard_paths[0]).video_ids == ["a", "b"]
+    assert store.shard_captions(reader.shard_paths[1])[0].tolist() == [2]
     for video_id, expected in records.items():
         assert_same_record(reader.read(video_id), expected)
     assert reader.words.words == ["the", "cut", "onion"] and reader.failures() == []

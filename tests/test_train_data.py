@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from train_store import WORD_DIM, make_store
+from train_store import WORD_DIM, make_store, make_video
 
+from mcn import store as store_format
+from mcn.errors import MCNError
 from mcn.train.clips import ClipOptions
 from mcn.train.data import TrainLoader, build_index, epoch_order
 
@@ -32,6 +34,29 @@ def test_index_skips_uncaptioned_videos_in_shard_order(store):
     index = build_index(root)
     assert index.num_skipped == 1
     assert index.video_ids == [v for v in ids if v != "v003"]
+
+
+@pytest.mark.parametrize("format_version", [1, 2])
+@pytest.mark.parametrize("bad", [(np.nan, 1.0), (0.0, np.inf), (3.0, 1.0), (-1.0, 1.0)])
+def test_invalid_caption_times_are_refused_naming_the_video(tmp_path, bad, format_version):
+    rng = np.random.default_rng(0)
+    videos = [make_video(f"v{i}", 6, 2, rng) for i in range(3)]
+    videos[1].caption_start[1], videos[1].caption_end[1] = bad
+    path = tmp_path / store_format.SHARD_DIR / store_format.shard_name(0)
+    store_format.write_shard(path, videos, format_version=format_version)
+    shards = [{"name": store_format.shard_name(0), "video_ids": [v.video_id for v in videos]}]
+    store_format.write_manifest(tmp_path, {"shards": shards, "format_version": format_version})
+    with pytest.raises(MCNError, match=r"1 videos .* invalid caption times: 'v1' \(caption 1 ") as error:
+        build_index(tmp_path)
+    assert "mcn store verify" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_torn_shard_is_a_one_line_error(tmp_path):
+    make_store(tmp_path, [2, 2], seconds=6)
+    shard = tmp_path / store_format.SHARD_DIR / store_format.shard_name(1)
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(MCNError, match="shard-000001.parquet is not a readable shard"):
+        build_index(tmp_path)
 
 
 def test_batches_follow_the_seeded_epoch_order(store):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from gensim.models import KeyedVectors
+from store_formats import write_format1_shard
 
 from mcn import store
 from mcn.pipeline.config import ShardConfig
@@ -69,3 +70,12 @@ def write_store(
     finally:
         writer.close()
     return Path(root)
+
+
+def as_format_1(root: str | Path) -> None:
+    """Rewrite a store's shards as the first format-1 writer wrote them (a store made before format 2)."""
+    for path in store.list_shards(root):
+        write_format1_shard(path, list(store.iter_shard(path)))
+    manifest = store.read_manifest(root)
+    if manifest is not None:
+        store.write_manifest(root, {**manifest, "format_version": 1})

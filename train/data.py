@@ -3,7 +3,9 @@
 Order of operations (every step deterministic given the seed, the epoch and the world size):
 
 1. shard list: the manifest's shards in order, each shard's videos in row-group order; videos without
-   captions are left out (and counted) so that every rank sees the same number of batches;
+   captions are left out (and counted) so that every rank sees the same number of batches; a video whose
+   caption times are invalid (``mcn.store.invalid_captions``, the rule extraction and verify apply) is an error
+   that names it;
 2. seeded shuffle per epoch: a permutation drawn from ``(seed, epoch)``; the tail that does not fill a whole
    global batch is dropped (as the reference's ``drop_last=True``);
 3. split by rank: global batch ``b`` is ``order[b*G:(b+1)*G]``; rank ``r`` takes its ``r``-th slice of
@@ -29,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mcn.errors import MCNError
-from mcn.store import SHARD_DIR, StoreReader, WordTable, read_shard_video, read_words, shard_caption_counts
+from mcn.store import SHARD_DIR, StoreReader, WordTable, read_shard_video, read_words, shard_captions
 from mcn.train.clips import ClipOptions, sample_video_clips
 
 DECODE_FIELDS = ("feat_2d", "feat_3d", "logmel", "captions")
@@ -57,14 +59,16 @@ def build_index(store: str | Path) -> VideoIndex:
     shard_of: list[int] = []
     row_group_of: list[int] = []
     num_skipped = 0
+    invalid: list[str] = []
     for shard in reader.manifest["shards"]:
         path = reader.root / SHARD_DIR / shard["name"]
-        counts = shard_caption_counts(path)
+        counts, problems = shard_captions(path)
         if len(counts) != len(shard["video_ids"]):
             raise MCNError(
                 f"{path} holds {len(counts)} videos but the manifest lists {len(shard['video_ids'])}; "
-                "check the store with `mcn store verify`"
+                f"`mcn store verify {reader.root}` says how to repair the store"
             )
+        invalid += [f"{shard['video_ids'][row]!r} ({problem})" for row, problem in problems.items()]
         shard_paths.append(path)
         for row_group, (video_id, count) in enumerate(zip(shard["video_ids"], counts)):
             if count == 0:
@@ -73,6 +77,11 @@ def build_index(store: str | Path) -> VideoIndex:
             video_ids.append(video_id)
             shard_of.append(len(shard_paths) - 1)
             row_group_of.append(row_group)
+    if invalid:
+        raise MCNError(
+            f"{len(invalid)} videos of {reader.root} have invalid caption times: {'; '.join(invalid[:5])}"
+            f"{'; ...' if len(invalid) > 5 else ''}; `mcn store verify {reader.root}` says how to repair the store"
+        )
     return VideoIndex(
         video_ids,
         shard_paths,

@@ -31,7 +31,7 @@ ca_bundle=${PIP_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 # STEP|SERVICE|COMMAND: COMMAND runs in a one-shot container of the Compose service SERVICE, whose entry
 # point is COMMAND's first word (mcn, or ray for the extraction's submitter). `--print-commands` lists them.
 jobs=(
-  "sample-data|sample-data|mcn sample-data /data/corpus --preset tiny --videos 12 --seed 0"
+  "sample-data|sample-data|mcn sample-data /data/corpus --preset tiny --num-videos 12 --seed 0"
   "extract|extract|ray job submit --address=http://ray-head:8265 -- mcn extract /data/corpus/train --out /data/store --preset tiny_cpu --word-vectors /data/corpus/word2vec.bin --no-progress"
   "extract|extract|ray job submit --address=http://ray-head:8265 -- mcn extract /data/corpus/heldout --out /data/benchmarks/sample-store --preset tiny_cpu --word-vectors /data/corpus/word2vec.bin --no-progress"
   "train|train|mcn train --store /data/store --out /data/runs/mcn --preset tiny --epochs 1000 --max-steps 40 --checkpoint-every 20 --no-progress"

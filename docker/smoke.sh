@@ -35,7 +35,8 @@ jobs=(
   "extract|extract|ray job submit --address=http://ray-head:8265 -- mcn extract /data/corpus/train --out /data/store --preset tiny_cpu --word-vectors /data/corpus/word2vec.bin --no-progress"
   "extract|extract|ray job submit --address=http://ray-head:8265 -- mcn extract /data/corpus/heldout --out /data/benchmarks/sample-store --preset tiny_cpu --word-vectors /data/corpus/word2vec.bin --no-progress"
   "train|train|mcn train --store /data/store --out /data/runs/mcn --preset tiny --epochs 1000 --max-steps 40 --checkpoint-every 20 --no-progress"
-  "eval|eval|mcn eval retrieval --checkpoint /data/runs/mcn --benchmark /data/corpus/benchmark_retrieval.csv --store /data/benchmarks/sample-store --out /data/eval/sample"
+  "eval-prepare|eval|mcn eval prepare generic --annotations /data/corpus/benchmark_retrieval.csv --audio-frames 2000 --videos /data/corpus/heldout --out /data/benchmarks/sample-store --no-extract"
+  "eval|eval|mcn eval retrieval --checkpoint /data/runs/mcn --benchmark /data/benchmarks/sample-store/benchmarks/benchmark_retrieval.json --store /data/benchmarks/sample-store --out /data/eval/sample"
   "verify|mcn|mcn store verify /data/store"
   "verify|mcn|mcn store verify /data/benchmarks/sample-store"
 )

@@ -406,6 +406,7 @@ def test_smoke_script_runs_the_whole_chain_with_real_commands() -> None:
         "extract",
         "extract",
         "train",
+        "eval-prepare",
         "eval",
         "verify",
         "verify",
@@ -421,7 +422,10 @@ def test_smoke_script_runs_the_whole_chain_with_real_commands() -> None:
     assert extract[:3] == ["ray", "job", "submit"] and "--preset" in extract
     assert extract[extract.index("--preset") + 1] == "tiny_cpu"
     assert "--max-steps" in by_step["train"]
+    assert by_step["eval-prepare"][:4] == ["mcn", "eval", "prepare", "generic"]
     assert by_step["eval"][:3] == ["mcn", "eval", "retrieval"]
+    benchmark = by_step["eval"][by_step["eval"].index("--benchmark") + 1]
+    assert benchmark.endswith(".json"), "mcn eval retrieval takes the definition mcn eval prepare writes"
     assert by_step["verify"][:3] == ["mcn", "store", "verify"]
     text = SMOKE.read_text()
     assert "trap cleanup EXIT" in text and "down --volumes" in text, "tear down, also on failure"

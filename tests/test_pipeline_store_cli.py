@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, write_store
 
-from mcn import cli, store, store_rows
+from mcn import cli, storage, store, store_rows
 from mcn.errors import MCNError
 from mcn.pipeline.config import ShardConfig
 from mcn.pipeline.store_cli import export_video, repair_store, store_info, verify_store
@@ -257,3 +257,41 @@ def test_migrate_makes_a_sound_format_2_store_of_the_jobs_store(finished, tmp_pa
         assert migrated.caption_text == before.caption_text
     assert store_info(new)["failures"] == store_info(old)["failures"] == 1
     assert cli.main(["store", "migrate", str(new), str(tmp_path / "again")]) == 2, "already format 2"
+
+
+def copy_to(root, url: str) -> None:
+    """Every file of a local store to an object-store prefix, the manifest last (as a writer publishes it)."""
+    files = storage.list_files(root, recursive=True)
+    for path in sorted(files, key=lambda p: storage.name(p) == store.MANIFEST):
+        storage.copy(path, storage.join(url, *storage.relative(path, root).split("/")))
+
+
+def test_info_verify_and_export_read_a_store_in_a_bucket(finished, s3_bucket, tmp_path):
+    url = f"{s3_bucket}/stores/one"
+    copy_to(finished, url)
+    info = run_mcn("store", "info", url, "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout) == {**store_info(finished), "store": url}
+    verified = run_mcn("store", "verify", url)
+    assert verified.returncode == 0 and f"{url}: OK" in verified.stdout, verified.stdout + verified.stderr
+    exported = run_mcn("store", "export", url, "cook", "--out", str(tmp_path / "cook.npz"))
+    assert exported.returncode == 0, exported.stderr
+    with np.load(tmp_path / "cook.npz") as arrays:
+        assert np.array_equal(arrays["feat_2d"], store.StoreReader(finished).read("cook").feat_2d)
+
+    shard = store.list_shards(url)[0]
+    storage.write_bytes(shard, storage.read_bytes(shard)[: storage.size(shard) // 2])
+    verified = run_mcn("store", "verify", url)
+    assert verified.returncode == 1 and "Traceback" not in verified.stderr, verified.stderr
+    assert "problem: shards/shard-000000.parquet is not a readable shard" in verified.stdout, verified.stdout
+    assert "works on local folders only" in verified.stdout
+    info = run_mcn("store", "info", url, "--json")
+    assert info.returncode == 0, info.stderr
+    assert list(json.loads(info.stdout)["damaged"]) == ["shards/shard-000000.parquet"]
+    with pytest.raises(MCNError, match="local folders only"):
+        repair_store(url)
+
+
+def test_a_bucket_prefix_without_a_store_is_refused(s3_bucket):
+    result = run_mcn("store", "verify", f"{s3_bucket}/nothing-here")
+    assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr

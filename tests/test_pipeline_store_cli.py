@@ -259,16 +259,9 @@ def test_migrate_makes_a_sound_format_2_store_of_the_jobs_store(finished, tmp_pa
     assert cli.main(["store", "migrate", str(new), str(tmp_path / "again")]) == 2, "already format 2"
 
 
-def copy_to(root, url: str) -> None:
-    """Every file of a local store to an object-store prefix, the manifest last (as a writer publishes it)."""
-    files = storage.list_files(root, recursive=True)
-    for path in sorted(files, key=lambda p: storage.name(p) == store.MANIFEST):
-        storage.copy(path, storage.join(url, *storage.relative(path, root).split("/")))
-
-
 def test_info_verify_and_export_read_a_store_in_a_bucket(finished, s3_bucket, tmp_path):
     url = f"{s3_bucket}/stores/one"
-    copy_to(finished, url)
+    store.copy_store(finished, url)
     info = run_mcn("store", "info", url, "--json")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout) == {**store_info(finished), "store": url}

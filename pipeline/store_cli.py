@@ -1,5 +1,8 @@
-"""``mcn store info|verify|repair|export|migrate``: inspect, check, repair, export and convert a feature
-store written by ``mcn extract``.
+"""``mcn store info|verify|repair|export|copy|migrate``: inspect, check, repair, export, copy and convert a
+feature store written by ``mcn extract``.
+
+``info``, ``verify``, ``export`` and ``copy`` read a store in a local folder or at an object-store URL
+(:mod:`mcn.storage`); ``repair`` changes a local folder only.
 
 ``info`` and ``verify`` read a store as it is, finished or not, damaged or not: damage is reported, never a crash.
 ``verify`` reads every byte and names the command that repairs what it found; ``repair`` moves the damaged files
@@ -35,7 +38,8 @@ from mcn.pipeline.writer import (
 from mcn.storage import StorePath
 
 DESCRIPTION = (
-    "Inspect (info), check (verify), repair (repair), export (export) and convert (migrate) a feature store."
+    "Inspect (info), check (verify), repair (repair), export (export), copy (copy) and convert (migrate) a "
+    "feature store."
 )
 EPILOG = """\
 examples:
@@ -44,6 +48,7 @@ examples:
   mcn store repair store/                      # damaged files -> store/quarantine/; then rerun mcn extract
   mcn store export store/ VIDEO_ID --out video.npz
   mcn store export store/ VIDEO_ID --layout reference --out features/   # VIDEO_ID_2d.npz, VIDEO_ID_3d.npz
+  mcn store copy store/ s3://bucket/store      # publish a finished store; then mcn train --store s3://...
   mcn store migrate old-store/ new-store/      # format 1 -> 2; rerun to resume
 """
 
@@ -72,11 +77,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="npz",
         help="npz: one file with every array; reference: <id>_2d.npz and <id>_3d.npz with key 'features'",
     )
+    copy = commands.add_parser(
+        "copy", help="copy a finished store to a new folder or object-store URL (the manifest last)"
+    )
+    copy.add_argument("source")
+    copy.add_argument("target", help="a new folder or URL, e.g. s3://bucket/store")
     add_migrate_arguments(commands)
 
 
 def run(args: argparse.Namespace) -> int:
-    commands = {"info": _info, "verify": _verify, "repair": _repair, "export": _export, "migrate": _migrate}
+    commands = {
+        "info": _info,
+        "verify": _verify,
+        "repair": _repair,
+        "export": _export,
+        "copy": _copy,
+        "migrate": _migrate,
+    }
     return commands[args.command](args)
 
 
@@ -240,8 +257,8 @@ def repair_hint(root: StorePath, damaged: dict[StorePath, str]) -> str:
         return f"repair: {rerun}; it rewrites the manifest, the failures table and the words from the shards"
     if storage.is_remote(root):
         return (
-            f"repair: `mcn store repair` works on local folders only: copy the store to a local folder, run "
-            f"`mcn store repair` on the copy to move the {len(damaged)} damaged files aside, then {rerun} "
+            f"repair: `mcn store repair` works on local folders only: `mcn store copy` the store to a local "
+            f"folder, `mcn store repair` the copy to move the {len(damaged)} damaged files aside, then {rerun} "
             "with the copy as --out"
         )
     return (
@@ -279,8 +296,8 @@ def repair_store(root: str | Path) -> tuple[Path | None, dict[Path, str]]:
     returns (the quarantine folder or None, what was moved). Takes the store's lock, like a job."""
     if storage.is_remote(root):
         raise MCNError(
-            f"{root}: `mcn store repair` works on local folders only; copy the store to a local folder and "
-            "repair the copy"
+            f"{root}: `mcn store repair` works on local folders only; `mcn store copy` the store to a local "
+            "folder and repair the copy"
         )
     root = Path(_store_root(root))
     check_store_folders(root)
@@ -363,6 +380,26 @@ def export_video(root: str | Path, video_id: str, out: str | Path, layout: str =
 def _export(args: argparse.Namespace) -> int:
     for path in export_video(args.store, args.video_id, args.out, args.layout):
         print(path)
+    return 0
+
+
+def copy_finished_store(source: StorePath, target: StorePath) -> int:
+    """Copy a finished store to a place that holds nothing yet; returns the number of files copied. The
+    target is a finished store only once its manifest, copied last, is there."""
+    source = _store_root(source)
+    if store.read_manifest(source) is None:
+        raise MCNError(f"{source} is unfinished (no {store.MANIFEST}); rerun its `mcn extract` command first")
+    if storage.exists(target):
+        raise MCNError(
+            f"{target} already exists; give a new folder or URL prefix (delete a copy that was cut short)"
+        )
+    store.copy_store(source, target)
+    return len(storage.list_files(target, recursive=True))
+
+
+def _copy(args: argparse.Namespace) -> int:
+    num_files = copy_finished_store(args.source, args.target)
+    print(f"{args.target}: {num_files} files copied; `mcn store verify {args.target}` checks the copy")
     return 0
 
 

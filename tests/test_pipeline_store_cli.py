@@ -16,7 +16,13 @@ from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, w
 from mcn import cli, storage, store, store_rows
 from mcn.errors import MCNError
 from mcn.pipeline.config import ShardConfig
-from mcn.pipeline.store_cli import export_video, repair_store, store_info, verify_store
+from mcn.pipeline.store_cli import (
+    copy_finished_store,
+    export_video,
+    repair_store,
+    store_info,
+    verify_store,
+)
 from mcn.pipeline.writer import QUARANTINE, SUMMARY, StoreWriter
 
 
@@ -261,7 +267,10 @@ def test_migrate_makes_a_sound_format_2_store_of_the_jobs_store(finished, tmp_pa
 
 def test_info_verify_and_export_read_a_store_in_a_bucket(finished, s3_bucket, tmp_path):
     url = f"{s3_bucket}/stores/one"
-    store.copy_store(finished, url)
+    copied = run_mcn("store", "copy", str(finished), url)
+    assert copied.returncode == 0 and "files copied" in copied.stdout, copied.stderr
+    again = run_mcn("store", "copy", str(finished), url)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
     info = run_mcn("store", "info", url, "--json")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout) == {**store_info(finished), "store": url}
@@ -288,3 +297,31 @@ def test_info_verify_and_export_read_a_store_in_a_bucket(finished, s3_bucket, tm
 def test_a_bucket_prefix_without_a_store_is_refused(s3_bucket):
     result = run_mcn("store", "verify", f"{s3_bucket}/nothing-here")
     assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_copy_refuses_an_unfinished_store_and_copies_back_from_a_bucket(finished, s3_bucket, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(finished, unfinished)
+    (unfinished / store.MANIFEST).unlink()
+    with pytest.raises(MCNError, match="unfinished"):
+        copy_finished_store(unfinished, f"{s3_bucket}/unfinished")
+    assert not storage.exists(f"{s3_bucket}/unfinished")
+    url = f"{s3_bucket}/there"
+    copy_finished_store(finished, url)
+    back = tmp_path / "back"
+    assert copy_finished_store(url, back) == len(storage.list_files(finished, recursive=True))
+    assert verify_store(back) == [] and store_info(back) == {**store_info(finished), "store": str(back)}
+
+
+def test_extract_refuses_an_object_store_out_before_touching_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mcn", "extract", str(tmp_path), "--out", "s3://bucket/store"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "mcn store copy FOLDER s3://bucket/store" in result.stderr, (
+        result.stderr
+    )
+    assert list(tmp_path.iterdir()) == []

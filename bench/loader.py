@@ -65,14 +65,6 @@ def synthetic_store(
     )
 
 
-def copy_store(source: storage.StorePath, target: storage.StorePath) -> None:
-    """Every file of a store, manifest last."""
-    files = storage.list_files(source, recursive=True)
-    for path in sorted(files, key=lambda p: storage.name(p) == store.MANIFEST):
-        relative = str(path)[len(str(source)) :].strip("/")
-        storage.copy(path, storage.join(target, *relative.split("/")))
-
-
 def captioned_videos(root: storage.StorePath) -> list[tuple[storage.StorePath, int]]:
     """(shard, row group) of every video with captions, in shard order (the training index, for any path)."""
     reader = store.StoreReader(root)
@@ -171,7 +163,7 @@ def main() -> None:
             if args.remote:
                 for version in store.FORMAT_VERSIONS:
                     remote = storage.join(args.remote, f"format{version}")
-                    copy_store(folder / f"format{version}", remote)
+                    store.copy_store(folder / f"format{version}", remote)
                     roots.append(remote)
         print(
             f"{'store':<48} {'format':>6} {'MB/video':>9} {'read+decode':>12} {'cut 32':>8} "

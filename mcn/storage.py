@@ -130,6 +130,25 @@ def is_file(path: StorePath) -> bool:
     return _info(path).type == pafs.FileType.File
 
 
+def is_dir(path: StorePath) -> bool:
+    """A folder (a local link to one counts); on an object store, a prefix that holds objects, or a bucket."""
+    return _info(path).type == pafs.FileType.Directory
+
+
+def is_link(path: StorePath) -> bool:
+    """Whether a local path is a symbolic link; object stores hold none."""
+    return not is_remote(path) and local_path(path).is_symlink()
+
+
+def relative(path: StorePath, root: StorePath) -> str:
+    """``path`` below ``root`` as a '/'-separated relative path (``path`` must be below ``root``)."""
+    if not is_remote(root):
+        return local_path(path).relative_to(local_path(root)).as_posix()
+    prefix = str(root).rstrip("/") + "/"
+    assert str(path).startswith(prefix), (path, root)
+    return str(path)[len(prefix) :]
+
+
 def size(path: StorePath) -> int:
     info = _info(path)
     if info.type != pafs.FileType.File:
@@ -155,6 +174,18 @@ def list_files(folder: StorePath, pattern: str = "*", recursive: bool = False) -
         if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.base_name, pattern)
     )
     return [join(folder, *r.split("/")) for r in relative]
+
+
+def total_bytes(folder: StorePath) -> int:
+    """The size of every file below ``folder``; local links are counted as links, never followed."""
+    if not is_remote(folder):
+        total = 0
+        for parent, _, files in os.walk(local_path(folder)):
+            total += sum(os.lstat(os.path.join(parent, f)).st_size for f in files)
+        return total
+    filesystem, where = resolve(folder)
+    infos = filesystem.get_file_info(pafs.FileSelector(where, allow_not_found=True, recursive=True))
+    return sum(int(i.size) for i in infos if i.type == pafs.FileType.File)
 
 
 def list_names(folder: StorePath) -> list[str]:

@@ -515,6 +515,14 @@ class StoreReader:
 # ---- migration -----------------------------------------------------------------------------------------------
 
 
+def copy_store(source: StorePath, target: StorePath) -> None:
+    """Copy every file of a finished store (either end may be a URL), the manifest last: the copy is a finished
+    store only once every file is in it."""
+    files = storage.list_files(source, recursive=True)
+    for path in sorted(files, key=lambda p: storage.name(p) == MANIFEST):
+        storage.copy(path, storage.join(target, *storage.relative(path, source).split("/")))
+
+
 def migrate_store(old: StorePath, new: StorePath) -> dict:
     """Convert a finished format-1 store into a format-2 store at ``new``; returns counts of what was done.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcn import extract
+from mcn import extract, storage
 from mcn.errors import MCNError
 from mcn.extract import ExtractConfig
 from mcn.extract.asr import AsrConfig
@@ -133,6 +133,11 @@ class PipelineConfig:
         """Before a run: both paths are given."""
         if not self.input or not self.out:
             raise MCNError("give both the input (folder or manifest) and the output store folder (--out)")
+        if storage.is_remote(self.out):
+            raise MCNError(
+                f"--out {self.out}: extraction writes a local or shared folder; give a folder, then publish the "
+                f"finished store with `mcn store copy FOLDER {self.out}`"
+            )
 
 
 def default() -> PipelineConfig:

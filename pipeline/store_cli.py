@@ -1,5 +1,8 @@
-"""``mcn store info|verify|repair|export|migrate``: inspect, check, repair, export and convert a feature
-store written by ``mcn extract``.
+"""``mcn store info|verify|repair|export|copy|migrate``: inspect, check, repair, export, copy and convert a
+feature store written by ``mcn extract``.
+
+``info``, ``verify``, ``export`` and ``copy`` read a store in a local folder or at an object-store URL
+(:mod:`mcn.storage`); ``repair`` changes a local folder only.
 
 ``info`` and ``verify`` read a store as it is, finished or not, damaged or not: damage is reported, never a crash.
 ``verify`` reads every byte and names the command that repairs what it found; ``repair`` moves the damaged files
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcn import store
+from mcn import storage, store
 from mcn.errors import MCNError
 from mcn.pipeline.inputs import video_id_problem
 from mcn.pipeline.writer import (
@@ -32,9 +35,11 @@ from mcn.pipeline.writer import (
     quarantine,
     scan_store,
 )
+from mcn.storage import StorePath
 
 DESCRIPTION = (
-    "Inspect (info), check (verify), repair (repair), export (export) and convert (migrate) a feature store."
+    "Inspect (info), check (verify), repair (repair), export (export), copy (copy) and convert (migrate) a "
+    "feature store."
 )
 EPILOG = """\
 examples:
@@ -43,6 +48,7 @@ examples:
   mcn store repair store/                      # damaged files -> store/quarantine/; then rerun mcn extract
   mcn store export store/ VIDEO_ID --out video.npz
   mcn store export store/ VIDEO_ID --layout reference --out features/   # VIDEO_ID_2d.npz, VIDEO_ID_3d.npz
+  mcn store copy store/ s3://bucket/store      # publish a finished store; then mcn train --store s3://...
   mcn store migrate old-store/ new-store/      # format 1 -> 2; rerun to resume
 """
 
@@ -71,21 +77,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="npz",
         help="npz: one file with every array; reference: <id>_2d.npz and <id>_3d.npz with key 'features'",
     )
+    copy = commands.add_parser(
+        "copy", help="copy a finished store to a new folder or object-store URL (the manifest last)"
+    )
+    copy.add_argument("source")
+    copy.add_argument("target", help="a new folder or URL, e.g. s3://bucket/store")
     add_migrate_arguments(commands)
 
 
 def run(args: argparse.Namespace) -> int:
-    commands = {"info": _info, "verify": _verify, "repair": _repair, "export": _export, "migrate": _migrate}
+    commands = {
+        "info": _info,
+        "verify": _verify,
+        "repair": _repair,
+        "export": _export,
+        "copy": _copy,
+        "migrate": _migrate,
+    }
     return commands[args.command](args)
 
 
-def _store_root(root: str | Path) -> Path:
-    """``root`` if it is a store (finished or not), else a one-line error."""
-    root = Path(root)
-    if not root.is_dir():
+def _store_root(root: StorePath) -> StorePath:
+    """``root`` (a folder or an object-store URL) if it is a store (finished or not), else a one-line error."""
+    root = storage.join(root)
+    if not storage.is_dir(root):
         raise MCNError(f"store {root} does not exist")
     markers = (MARKER, store.MANIFEST, EXTRACTION)
-    if not (any(os.path.lexists(root / name) for name in markers) or store.list_shards(root)):
+    if not (any(storage.lexists(storage.join(root, name)) for name in markers) or store.list_shards(root)):
         raise MCNError(
             f"{root} is not a feature store (no {store.MANIFEST}, no shards); make one with `mcn extract`"
         )
@@ -98,25 +116,26 @@ def _live_failures(scan: StoreScan) -> list[dict]:
     return [row for video_id, row in scan.failures.items() if video_id not in done]
 
 
-def store_info(root: str | Path) -> dict:
+def store_info(root: StorePath) -> dict:
     """Figures of a store, finished or not, read from its files (damaged ones are listed, not read)."""
     root = _store_root(root)
     scan = scan_store(root)
     failures = _live_failures(scan)
     manifest = scan.manifest or {}
-    quarantined = root / QUARANTINE
     return {
         "store": str(root),
         "finished": scan.manifest is not None,
         "videos": len(scan.done_ids),
         "hours": round(sum(sum(index.durations) for index in scan.shards.values()) / 3600, 4),
         "shards": len(scan.shards),
-        "shard_bytes": sum(path.stat().st_size for path in scan.shards),
-        "total_bytes": _total_bytes(root),
+        "shard_bytes": sum(storage.size(path) for path in scan.shards),
+        "total_bytes": storage.total_bytes(root),
         "failures": len(failures),
         "failures_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
-        "damaged": {str(path.relative_to(root)): reason for path, reason in sorted(scan.damaged.items())},
-        "quarantine": sorted(p.name for p in quarantined.iterdir()) if quarantined.is_dir() else [],
+        "damaged": {
+            storage.relative(p, root): reason for p, reason in sorted(scan.damaged.items(), key=_by_name)
+        },
+        "quarantine": storage.list_names(storage.join(root, QUARANTINE)),
         "extractors": {
             k: v.get("model")
             for k, v in manifest.get("extractors", {}).items()
@@ -126,11 +145,8 @@ def store_info(root: str | Path) -> dict:
     }
 
 
-def _total_bytes(root: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(root):  # links are not followed
-        total += sum(os.lstat(os.path.join(folder, name)).st_size for name in files)
-    return total
+def _by_name(item: tuple[StorePath, str]) -> str:
+    return str(item[0])
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -163,7 +179,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_store(root: str | Path) -> tuple[list[str], dict[Path, str]]:
+def check_store(root: StorePath) -> tuple[list[str], dict[StorePath, str]]:
     """(every problem found, the damaged files among them); empty lists = the store is sound.
 
     Reads every byte of every shard (a damaged feature page is found too), checks the manifest against the
@@ -179,24 +195,26 @@ def check_store(root: str | Path) -> tuple[list[str], dict[Path, str]]:
             found = []
             for record in store.iter_shard(path):
                 used_ids.update(int(i) for ids_ in record.caption_token_ids for i in ids_)
-                found += [f"{path.name}: {record.video_id}: {p}" for p in _record_problems(record)]
+                found += [f"{storage.name(path)}: {record.video_id}: {p}" for p in _record_problems(record)]
         except Exception as error:  # any read error is a finding, not a crash
             damaged[path] = f"is damaged inside ({type(error).__name__}: {str(error)[:200]})"
             continue
         if found:  # its videos must be extracted again, so the shard goes too
             damaged[path] = f"holds invalid values ({len(found)} problems listed below)"
             problems += found
-    problems = [f"{p.relative_to(root)} {reason}" for p, reason in sorted(damaged.items())] + problems
-    healthy = {p.name: index.video_ids for p, index in scan.shards.items() if p not in damaged}
+    problems = [
+        f"{storage.relative(p, root)} {reason}" for p, reason in sorted(damaged.items(), key=_by_name)
+    ] + problems
+    healthy = {storage.name(p): index.video_ids for p, index in scan.shards.items() if p not in damaged}
     manifest = scan.manifest
     if manifest is None:
-        if root / store.MANIFEST not in damaged:
+        if storage.join(root, store.MANIFEST) not in damaged:
             problems.append(f"the store is unfinished (no {store.MANIFEST})")
         return problems, damaged
     listed = {shard["name"]: shard["video_ids"] for shard in manifest["shards"]}
     problems += [f"{name} is on disk but not in the manifest" for name in healthy if name not in listed]
     for name, video_ids in listed.items():
-        if name not in healthy and root / store.SHARD_DIR / name not in damaged:
+        if name not in healthy and storage.join(root, store.SHARD_DIR, name) not in damaged:
             problems.append(f"{name} is in the manifest but missing")
         elif name in healthy and healthy[name] != video_ids:
             problems.append(f"{name}: video ids differ from the manifest's")
@@ -204,8 +222,9 @@ def check_store(root: str | Path) -> tuple[list[str], dict[Path, str]]:
     counts = manifest.get("counts", {})
     if counts.get("videos") != num_videos:
         problems.append(f"manifest counts {counts.get('videos')} videos, the shards hold {num_videos}")
-    table = [] if root / store.FAILURES in damaged else store.read_failures(root)
-    if root / store.FAILURES not in damaged and counts.get("failures") != len(table):
+    failures_damaged = storage.join(root, store.FAILURES) in damaged
+    table = [] if failures_damaged else store.read_failures(root)
+    if not failures_damaged and counts.get("failures") != len(table):
         problems.append(
             f"manifest counts {counts.get('failures')} failures, {store.FAILURES} holds {len(table)}"
         )
@@ -223,30 +242,37 @@ def check_store(root: str | Path) -> tuple[list[str], dict[Path, str]]:
     return problems, damaged
 
 
-def verify_store(root: str | Path) -> list[str]:
+def verify_store(root: StorePath) -> list[str]:
     """Every problem found (empty = the store is sound); see :func:`check_store`."""
     return check_store(root)[0]
 
 
-def repair_hint(root: str | Path, damaged: dict[Path, str]) -> str:
+def repair_hint(root: StorePath, damaged: dict[StorePath, str]) -> str:
     """The commands that repair a store with problems (``damaged``: files that must be moved aside)."""
-    rerun = f"rerun the `mcn extract` command that made the store{_made_from(Path(root))}"
-    links = [p.name for p in damaged if p.parent == Path(root) and p.name in (*FOLDERS, LOCK)]
+    rerun = f"rerun the `mcn extract` command that made the store{_made_from(root)}"
+    links = [name for name in (storage.relative(p, root) for p in damaged) if name in (*FOLDERS, LOCK)]
     if links:
         return f"repair: fix {', '.join(links)} as said above, then {rerun}"
     if not damaged:
         return f"repair: {rerun}; it rewrites the manifest, the failures table and the words from the shards"
+    if storage.is_remote(root):
+        return (
+            f"repair: `mcn store repair` works on local folders only: `mcn store copy` the store to a local "
+            f"folder, `mcn store repair` the copy to move the {len(damaged)} damaged files aside, then {rerun} "
+            "with the copy as --out"
+        )
     return (
         f"repair: `mcn store repair {root}` moves the {len(damaged)} damaged files into "
         f"{Path(root) / QUARANTINE}/, then {rerun} to extract their videos again"
     )
 
 
-def _made_from(root: Path) -> str:
+def _made_from(root: StorePath) -> str:
+    path = storage.join(root, CONFIG)
     try:
-        with store.open_regular(root / CONFIG) as f:
+        with store.open_regular(path) as f:
             config = json.loads(f.read(1 << 20).decode("utf-8"))
-        return f" (input {config['input']}; every setting is in {root / CONFIG})"
+        return f" (input {config['input']}; every setting is in {path})"
     except (OSError, ValueError, KeyError, TypeError, store.StoreDamage):
         return ""
 
@@ -268,7 +294,12 @@ def _verify(args: argparse.Namespace) -> int:
 def repair_store(root: str | Path) -> tuple[Path | None, dict[Path, str]]:
     """Move every damaged file (found by reading every byte) into quarantine and mark the store unfinished;
     returns (the quarantine folder or None, what was moved). Takes the store's lock, like a job."""
-    root = _store_root(root)
+    if storage.is_remote(root):
+        raise MCNError(
+            f"{root}: `mcn store repair` works on local folders only; `mcn store copy` the store to a local "
+            "folder and repair the copy"
+        )
+    root = Path(_store_root(root))
     check_store_folders(root)
     lock = lock_store(root)
     try:
@@ -349,6 +380,26 @@ def export_video(root: str | Path, video_id: str, out: str | Path, layout: str =
 def _export(args: argparse.Namespace) -> int:
     for path in export_video(args.store, args.video_id, args.out, args.layout):
         print(path)
+    return 0
+
+
+def copy_finished_store(source: StorePath, target: StorePath) -> int:
+    """Copy a finished store to a place that holds nothing yet; returns the number of files copied. The
+    target is a finished store only once its manifest, copied last, is there."""
+    source = _store_root(source)
+    if store.read_manifest(source) is None:
+        raise MCNError(f"{source} is unfinished (no {store.MANIFEST}); rerun its `mcn extract` command first")
+    if storage.exists(target):
+        raise MCNError(
+            f"{target} already exists; give a new folder or URL prefix (delete a copy that was cut short)"
+        )
+    store.copy_store(source, target)
+    return len(storage.list_files(target, recursive=True))
+
+
+def _copy(args: argparse.Namespace) -> int:
+    num_files = copy_finished_store(args.source, args.target)
+    print(f"{args.target}: {num_files} files copied; `mcn store verify {args.target}` checks the copy")
     return 0
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mcn import __version__, store
+from mcn import __version__, storage, store
 from mcn.configs import config_to_dict, write_json_atomic
 from mcn.errors import MCNError
 from mcn.pipeline.config import PipelineConfig, ShardConfig
@@ -170,9 +170,9 @@ def lock_store(root: Path) -> int:
     return fd
 
 
-def read_identity(root: Path) -> dict | None:
+def read_identity(root: storage.StorePath) -> dict | None:
     """extraction.json, None when absent; damaged raises :class:`mcn.store.StoreDamage`."""
-    path = root / EXTRACTION
+    path = storage.join(root, EXTRACTION)
     try:
         with store.open_regular(path) as f:
             identity = json.loads(f.read(1 << 20).decode("utf-8"))
@@ -190,9 +190,9 @@ def read_identity(root: Path) -> dict | None:
 class StoreScan:
     """What a store holds, read and checked without changing anything."""
 
-    shards: dict[Path, store.ShardIndex] = field(default_factory=dict)  # healthy shards
+    shards: dict[storage.StorePath, store.ShardIndex] = field(default_factory=dict)  # healthy shards
     failures: dict[str, dict] = field(default_factory=dict)  # latest failure record per video
-    damaged: dict[Path, str] = field(default_factory=dict)  # file -> why it is damaged
+    damaged: dict[storage.StorePath, str] = field(default_factory=dict)  # file -> why it is damaged
     manifest: dict | None = None  # the previous manifest, when there is a readable one
     identity: dict | None = None  # extraction.json, when there is a readable one
     next_shard: int = 0  # after the highest shard number on disk, damaged shards included
@@ -211,19 +211,20 @@ class StoreScan:
         return sorted(set(lost))
 
 
-def scan_store(root: str | Path) -> StoreScan:
+def scan_store(root: storage.StorePath) -> StoreScan:
     """Read and check every shard (whole files, not their feature bytes), the failure tables, the manifest and
-    the identity; anything damaged is listed in ``damaged``, nothing is changed."""
-    root = Path(root)
+    the identity; anything damaged is listed in ``damaged``, nothing is changed. ``root`` may be a URL."""
+    root = storage.join(root)
     scan = StoreScan()
-    for path in [root / name for name in FOLDERS]:
-        if path.is_symlink():
+    for path in [storage.join(root, name) for name in FOLDERS]:
+        if storage.is_link(path):
             scan.damaged[path] = "is a symbolic link (a store holds no links): replace it with a plain folder"
-    if (root / LOCK).is_symlink():
-        scan.damaged[root / LOCK] = "is a symbolic link (a store holds no links): remove it"
-    owner: dict[str, Path] = {}
+    if storage.is_link(storage.join(root, LOCK)):
+        scan.damaged[storage.join(root, LOCK)] = "is a symbolic link (a store holds no links): remove it"
+    owner: dict[str, storage.StorePath] = {}
     numbers = []
-    shards = [] if root / store.SHARD_DIR in scan.damaged else store.list_shards(root)
+    shard_dir = storage.join(root, store.SHARD_DIR)
+    shards = [] if shard_dir in scan.damaged else store.list_shards(root)
     for path in shards:
         numbers.append(store.shard_number(path))
         try:
@@ -233,19 +234,19 @@ def scan_store(root: str | Path) -> StoreScan:
             continue
         repeated = next((v for v in index.video_ids if v in owner), None)
         if repeated is not None:
-            scan.damaged[path] = f"repeats video {repeated!r} of {owner[repeated].name}"
+            scan.damaged[path] = f"repeats video {repeated!r} of {storage.name(owner[repeated])}"
             continue
         owner.update(dict.fromkeys(index.video_ids, path))
         scan.shards[path] = index
     scan.next_shard = max(numbers) + 1 if numbers else 0
-    parts_dir = root / FAILURE_PARTS
+    parts_dir = storage.join(root, FAILURE_PARTS)
     parts = (
         []
-        if parts_dir in scan.damaged or not parts_dir.is_dir()
-        else sorted(parts_dir.glob("part-*.parquet"))
+        if parts_dir in scan.damaged or not storage.is_dir(parts_dir)
+        else [storage.join(parts_dir, n) for n in storage.list_names(parts_dir) if _is_part_name(n)]
     )
-    for path in [root / store.FAILURES, *parts]:
-        if not os.path.lexists(path):
+    for path in [storage.join(root, store.FAILURES), *parts]:
+        if not storage.lexists(path):
             continue
         try:
             scan.failures.update({row["video_id"]: row for row in store.read_failure_table(path)})
@@ -254,20 +255,24 @@ def scan_store(root: str | Path) -> StoreScan:
     try:
         scan.manifest = store.read_manifest(root)
     except store.StoreDamage as damage:
-        scan.damaged[root / store.MANIFEST] = damage.reason
+        scan.damaged[storage.join(root, store.MANIFEST)] = damage.reason
     try:
         scan.identity = read_identity(root)
     except store.StoreDamage as damage:
-        scan.damaged[root / EXTRACTION] = damage.reason
+        scan.damaged[storage.join(root, EXTRACTION)] = damage.reason
     for name in REWRITTEN:
-        path = root / name
+        path = storage.join(root, name)
         if (
             name != store.MANIFEST
-            and os.path.lexists(path)
-            and not (path.is_file() and not path.is_symlink())
+            and storage.lexists(path)
+            and not (storage.is_file(path) and not storage.is_link(path))
         ):
             scan.damaged[path] = "is not a regular file"
     return scan
+
+
+def _is_part_name(name: str) -> bool:
+    return name.startswith("part-") and name.endswith(".parquet")
 
 
 def quarantine(root: Path, damaged: dict[Path, str]) -> Path | None:

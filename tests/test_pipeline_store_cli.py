@@ -13,10 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, write_store
 
-from mcn import cli, store, store_rows
+from mcn import cli, storage, store, store_rows
 from mcn.errors import MCNError
 from mcn.pipeline.config import ShardConfig
-from mcn.pipeline.store_cli import export_video, repair_store, store_info, verify_store
+from mcn.pipeline.store_cli import (
+    copy_finished_store,
+    export_video,
+    repair_store,
+    store_info,
+    verify_store,
+)
 from mcn.pipeline.writer import QUARANTINE, SUMMARY, StoreWriter
 
 
@@ -257,3 +263,65 @@ def test_migrate_makes_a_sound_format_2_store_of_the_jobs_store(finished, tmp_pa
         assert migrated.caption_text == before.caption_text
     assert store_info(new)["failures"] == store_info(old)["failures"] == 1
     assert cli.main(["store", "migrate", str(new), str(tmp_path / "again")]) == 2, "already format 2"
+
+
+def test_info_verify_and_export_read_a_store_in_a_bucket(finished, s3_bucket, tmp_path):
+    url = f"{s3_bucket}/stores/one"
+    copied = run_mcn("store", "copy", str(finished), url)
+    assert copied.returncode == 0 and "files copied" in copied.stdout, copied.stderr
+    again = run_mcn("store", "copy", str(finished), url)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    info = run_mcn("store", "info", url, "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout) == {**store_info(finished), "store": url}
+    verified = run_mcn("store", "verify", url)
+    assert verified.returncode == 0 and f"{url}: OK" in verified.stdout, verified.stdout + verified.stderr
+    exported = run_mcn("store", "export", url, "cook", "--out", str(tmp_path / "cook.npz"))
+    assert exported.returncode == 0, exported.stderr
+    with np.load(tmp_path / "cook.npz") as arrays:
+        assert np.array_equal(arrays["feat_2d"], store.StoreReader(finished).read("cook").feat_2d)
+
+    shard = store.list_shards(url)[0]
+    storage.write_bytes(shard, storage.read_bytes(shard)[: storage.size(shard) // 2])
+    verified = run_mcn("store", "verify", url)
+    assert verified.returncode == 1 and "Traceback" not in verified.stderr, verified.stderr
+    assert "problem: shards/shard-000000.parquet is not a readable shard" in verified.stdout, verified.stdout
+    assert "works on local folders only" in verified.stdout
+    info = run_mcn("store", "info", url, "--json")
+    assert info.returncode == 0, info.stderr
+    assert list(json.loads(info.stdout)["damaged"]) == ["shards/shard-000000.parquet"]
+    with pytest.raises(MCNError, match="local folders only"):
+        repair_store(url)
+
+
+def test_a_bucket_prefix_without_a_store_is_refused(s3_bucket):
+    result = run_mcn("store", "verify", f"{s3_bucket}/nothing-here")
+    assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_copy_refuses_an_unfinished_store_and_copies_back_from_a_bucket(finished, s3_bucket, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(finished, unfinished)
+    (unfinished / store.MANIFEST).unlink()
+    with pytest.raises(MCNError, match="unfinished"):
+        copy_finished_store(unfinished, f"{s3_bucket}/unfinished")
+    assert not storage.exists(f"{s3_bucket}/unfinished")
+    url = f"{s3_bucket}/there"
+    copy_finished_store(finished, url)
+    back = tmp_path / "back"
+    assert copy_finished_store(url, back) == len(storage.list_files(finished, recursive=True))
+    assert verify_store(back) == [] and store_info(back) == {**store_info(finished), "store": str(back)}
+
+
+def test_extract_refuses_an_object_store_out_before_touching_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mcn", "extract", str(tmp_path), "--out", "s3://bucket/store"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "mcn store copy FOLDER s3://bucket/store" in result.stderr, (
+        result.stderr
+    )
+    assert list(tmp_path.iterdir()) == []

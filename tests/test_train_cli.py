@@ -14,6 +14,7 @@ import pytest
 import torch
 from train_store import make_store
 
+from mcn import store as store_module
 from mcn.cli import build_subcommand_parser, main
 from mcn.configs import save_config
 from mcn.errors import MCNError
@@ -200,3 +201,28 @@ def test_the_real_command_trains_and_resumes_in_a_subprocess(store, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr and "trained 3 steps" in again.stdout
     assert ckpt.latest_checkpoint(run).name == "step-000003"
+
+
+@pytest.mark.slow
+def test_the_real_command_trains_from_a_store_in_a_bucket(store, s3_bucket, tmp_path):
+    url = f"{s3_bucket}/stores/train"
+    store_module.copy_store(store, url)
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "mcn", "train", "--store", url, "--out", str(run), "--preset", "tiny"]
+        + ["--max-steps", "2", "--no-progress"],
+        env={**ENV, **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained 2 steps" in result.stdout
+    assert json.loads((run / "config.json").read_text())["data"]["store"] == url
+
+
+def test_a_missing_bucket_store_is_a_one_line_error(s3_bucket, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MCN_DEBUG", raising=False)
+    assert main(["train", "--store", f"{s3_bucket}/nothing", "--out", str(tmp_path / "run")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nothing': does not exist" in lines[0], lines

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from mcn import options
+from mcn import options, storage
 from mcn.configs import config_from_dict
 from mcn.errors import MCNError
 from mcn.train import config as presets
@@ -36,9 +36,10 @@ EPILOG = """examples:
 
 
 def _store_folder(text: str) -> str:
-    if not Path(text).is_dir():
+    """A local store as an absolute path, an object-store URL as it is (either must exist)."""
+    if not storage.is_dir(text):
         raise ValueError("does not exist; make one with `mcn extract VIDEOS --out STORE`")
-    return str(Path(text).resolve())
+    return str(storage.join(text)) if storage.is_remote(text) else str(Path(text).resolve())
 
 
 def _model_preset(name: str):  # -> ModelConfig

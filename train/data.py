@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mcn import storage
 from mcn.errors import MCNError
+from mcn.storage import StorePath
 from mcn.store import SHARD_DIR, StoreReader, WordTable, read_shard_video, read_words, shard_captions
 from mcn.train.clips import ClipOptions, sample_video_clips
 
@@ -42,7 +43,7 @@ class VideoIndex:
     """Where each trainable video lives: parallel lists over the store's captioned videos."""
 
     video_ids: list[str]
-    shard_paths: list[Path]  # one per shard
+    shard_paths: list[StorePath]  # one per shard
     shard_of: np.ndarray  # (V,) int32 index into shard_paths
     row_group_of: np.ndarray  # (V,) int32
     num_skipped: int  # videos without captions
@@ -51,17 +52,17 @@ class VideoIndex:
         return len(self.video_ids)
 
 
-def build_index(store: str | Path) -> VideoIndex:
-    """The store's videos in shard order, without those that have no captions."""
+def build_index(store: StorePath) -> VideoIndex:
+    """The store's videos in shard order, without those that have no captions (``store`` may be a URL)."""
     reader = StoreReader(store)
     video_ids: list[str] = []
-    shard_paths: list[Path] = []
+    shard_paths: list[StorePath] = []
     shard_of: list[int] = []
     row_group_of: list[int] = []
     num_skipped = 0
     invalid: list[str] = []
     for shard in reader.manifest["shards"]:
-        path = reader.root / SHARD_DIR / shard["name"]
+        path = storage.join(reader.root, SHARD_DIR, shard["name"])
         counts, problems = shard_captions(path)
         if len(counts) != len(shard["video_ids"]):
             raise MCNError(
@@ -112,7 +113,7 @@ class ClipBatches(IterableDataset):
     def __init__(
         self,
         index: VideoIndex,
-        store: str | Path,
+        store: StorePath,
         options: ClipOptions,
         videos_per_rank: int,
         rank: int,
@@ -120,7 +121,7 @@ class ClipBatches(IterableDataset):
         seed: int,
     ):
         self.index = index
-        self.store = Path(store)
+        self.store = storage.join(store)
         self.options = options
         self.videos_per_rank = videos_per_rank
         self.rank = rank
@@ -167,7 +168,7 @@ class TrainLoader:
 
     def __init__(
         self,
-        store: str | Path,
+        store: StorePath,
         options: ClipOptions,
         global_batch_videos: int,
         seed: int,

@@ -144,3 +144,24 @@ def hanging_decoder(path, info, config):
     Path(path).with_suffix(".pid").write_text(str(os.getpid()))
     time.sleep(600)
     yield
+
+
+def with_display_rotation(source: str | Path, path: str | Path, degrees: int) -> Path:
+    """A stream copy of ``source`` whose container says to display it rotated by ``degrees``."""
+    cmd = [FFMPEG, "-y", "-v", "error", "-display_rotation", str(degrees), "-i", str(source), "-c", "copy",
+           str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return Path(path)
+
+
+def decode_all(path: str | Path, config, **options):
+    """Every 2D and 3D frame the decoder gives for ``path`` under ``config``, each stream as one THWC array."""
+    import numpy as np
+
+    from mcn.extract.decode import iter_frame_windows, probe
+
+    windows = list(iter_frame_windows(path, probe(path), config, **options))
+    return (
+        np.concatenate([w.frames_2d_THWC for w in windows]),
+        np.concatenate([w.frames_3d_THWC for w in windows]),
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import media
 import numpy as np
 import pytest
 from media import FFMPEG, make_counter_video, make_vfr_video, make_video
@@ -38,18 +39,11 @@ def reference_streams(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_all(path, config: DecodeConfig = CONFIG) -> tuple[np.ndarray, np.ndarray]:
-    windows = list(iter_frame_windows(path, probe(path), config))
-    return (
-        np.concatenate([w.frames_2d_THWC for w in windows]),
-        np.concatenate([w.frames_3d_THWC for w in windows]),
-    )
+    return media.decode_all(path, config)
 
 
 def rotated(source, path, degrees: int):
-    cmd = [FFMPEG, "-y", "-v", "error", "-display_rotation", str(degrees), "-i", str(source), "-c", "copy",
-           str(path)]  # fmt: skip
-    subprocess.run(cmd, check=True)
-    return path
+    return media.with_display_rotation(source, path, degrees)
 
 
 VIDEOS = {

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import subprocess
 
 import decord
+import media
 import numpy as np
 import pytest
-from media import FFMPEG, make_counter_video, make_vfr_video, make_video
+from media import make_counter_video, make_vfr_video, make_video
 
-from mcn.extract.decode import DecodeConfig, iter_frame_windows, probe
+from mcn.extract.decode import DecodeConfig, probe
 from mcn.extract.decode_worker import centre_squares_resized
 
 CONFIG = DecodeConfig(window_seconds=2.0)
@@ -45,18 +45,11 @@ def documented_frames(path, size_2d: int = 224, size_3d: int = 112) -> tuple[np.
 
 
 def decode_all(path, config: DecodeConfig = CONFIG, in_process: bool = True):
-    windows = list(iter_frame_windows(path, probe(path), config, in_process=in_process))
-    return (
-        np.concatenate([w.frames_2d_THWC for w in windows]),
-        np.concatenate([w.frames_3d_THWC for w in windows]),
-    )
+    return media.decode_all(path, config, in_process=in_process)
 
 
 def rotated(source, path, degrees: int):
-    cmd = [FFMPEG, "-y", "-v", "error", "-display_rotation", str(degrees), "-i", str(source), "-c", "copy",
-           str(path)]  # fmt: skip
-    subprocess.run(cmd, check=True)
-    return path
+    return media.with_display_rotation(source, path, degrees)
 
 
 VIDEOS = {

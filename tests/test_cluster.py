@@ -83,6 +83,19 @@ def stop_ray_processes(temp_dir: str) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def node_ports() -> list[str]:
+    """Ports of one node's agents, each free: with Ray's fixed defaults (the dashboard agent's 52365, ...) the
+    second node on one machine, or any other Ray running here, fails to bind them, and a job submitted to a
+    node whose agent has no HTTP server is refused ("No available agent to submit job")."""
+    names = (
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "metrics-export-port",
+        "runtime-env-agent-port",
+    )
+    return [f"--{name}={free_port()}" for name in names]
+
+
 @pytest.fixture
 def ray_cluster() -> Iterator[dict]:
     """A head and a second worker node on 127.0.0.1, one CPU each; yields the addresses and environment."""
@@ -107,11 +120,11 @@ def ray_cluster() -> Iterator[dict]:
             head = [
                 str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs_port),
                 "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-                "--temp-dir", temp_dir, "--disable-usage-stats", *common,
+                "--temp-dir", temp_dir, "--disable-usage-stats", *common, *node_ports(),
             ]  # fmt: skip
             worker = [
                 str(VENV_BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs_port}", "--node-ip-address", "127.0.0.1",
-                "--temp-dir", temp_dir, *common,
+                "--temp-dir", temp_dir, *common, *node_ports(),
             ]  # fmt: skip
             started = [subprocess.run(head, env=env, capture_output=True, text=True, timeout=240)]
             if started[0].returncode == 0:

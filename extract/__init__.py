@@ -199,8 +199,10 @@ def extract_video(
     """Features of one video file. The networks of the last config used stay loaded between calls.
 
     With ``asr.enabled``, a video with audio and no caption file gets its captions from speech recognition
-    (``caption_source == "asr"``). Raises ``DecodeError`` for an unreadable video and ``CaptionError`` for a
-    broken caption file.
+    (``caption_source == "asr"``). ``path`` and ``caption_path`` may be URLs (``s3://…``, see :mod:`mcn.storage`):
+    the video is fetched into a temporary file, removed afterwards. Raises ``DecodeError`` for an unreadable
+    video, ``CaptionError`` for a broken caption file and ``mcn.storage.FetchError`` for a video URL that
+    cannot be fetched.
     """
     global _cached
     key = repr((config_to_dict(config), config_to_dict(asr) if asr is not None and asr.enabled else None))

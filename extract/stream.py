@@ -6,6 +6,8 @@ make the captions; otherwise the log-mel is computed from the track in chunks, i
 with the track's length), then one :class:`ModelWindow` per decode window: the window's frames for the 2D and
 the 3D network. 3D frames that do not fill a 16-frame clip carry over to the next window, so only the end of the video
 is padded. This is the only place that calls the decoding layer (:mod:`mcn.extract.decode`, :mod:`.audio`).
+A remote video (a URL, see :mod:`mcn.storage`) is fetched first into a temporary local file of at most
+:data:`MAX_FETCH_BYTES` (decoders need a local path), which is removed when the stream ends, however it ends.
 
 :class:`VideoAssembly` collects what the models and the speech recogniser return for one video, in any order,
 and gives the :class:`VideoFeatures` once every part is in.
@@ -17,6 +19,7 @@ way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mcn import storage
 from mcn.extract.batching import MODEL_KINDS
 from mcn.extract.constants import AUDIO_SAMPLE_RATE, CLIP_FRAMES, FEATURE_DIM
 from mcn.extract.decode import DecodeConfig, VideoInfo, iter_frame_windows, probe, read_audio, read_log_mel
@@ -31,6 +35,9 @@ from mcn.extract.decode import DecodeConfig, VideoInfo, iter_frame_windows, prob
 if TYPE_CHECKING:
     from mcn.extract.extractors import CaptionTokenizer
     from mcn.extract.text import Caption
+
+# The largest video fetched from object storage: the temporary file's bound (HowTo100M's longest are ~2 GB).
+MAX_FETCH_BYTES = 16 << 30
 
 
 @dataclass
@@ -76,8 +83,9 @@ class ModelWindow:
 class VideoStream:
     """``for part in VideoStream(...)``: a :class:`VideoHeader`, then :class:`ModelWindow` s in order.
 
-    Raises ``DecodeError`` for an unreadable video or audio track and ``CaptionError`` for a broken caption
-    file; :attr:`stage` names the step that was running ("decode", "captions" or "audio"). With ``transcribe``,
+    Raises ``DecodeError`` for an unreadable video or audio track, ``CaptionError`` for a broken caption
+    file and :class:`mcn.storage.FetchError` for a remote video that cannot be fetched; :attr:`stage` names the
+    step that was running ("fetch", "decode", "captions" or "audio"). With ``transcribe``,
     a video with audio and no caption file gets its waveform in the header, for speech recognition.
     """
 
@@ -95,11 +103,21 @@ class VideoStream:
         self.stage = "decode"
 
     def __iter__(self) -> Iterator[VideoHeader | ModelWindow]:
+        if not storage.is_remote(self.video_path):
+            yield from self._parts(self.video_path)
+            return
+        self.stage = "fetch"
+        with storage.fetch_to_temporary(self.video_path, MAX_FETCH_BYTES, self.decode.timeout_s) as local:
+            yield from self._parts(local)
+
+    def _parts(self, video_path: str | Path) -> Iterator[VideoHeader | ModelWindow]:
         from mcn.extract import audio, text
 
         decode = self.decode
         self.stage = "decode"
-        info = probe(self.video_path, decode.timeout_s)
+        info = probe(video_path, decode.timeout_s)
+        if video_path != self.video_path:  # a fetched copy: the info names the video, not the copy
+            info = dataclasses.replace(info, path=str(self.video_path))
         # Sidecar captions before the audio: a broken caption file fails fast, before the expensive decoding.
         self.stage = "captions"
         captions, source = [], "none"
@@ -110,16 +128,16 @@ class VideoStream:
         if info.has_audio:
             self.stage = "audio"
             if self.transcribe and self.caption_path is None:  # speech recognition takes the whole waveform
-                waveform = read_audio(self.video_path, AUDIO_SAMPLE_RATE, decode.ffmpeg, decode.timeout_s)
+                waveform = read_audio(video_path, AUDIO_SAMPLE_RATE, decode.ffmpeg, decode.timeout_s)
                 logmel = audio.log_mel(waveform).astype(np.float16)
             else:  # in chunks: memory does not grow with the track's length
-                logmel = read_log_mel(self.video_path, decode.ffmpeg, decode.timeout_s)
+                logmel = read_log_mel(video_path, decode.ffmpeg, decode.timeout_s)
         needs_asr = waveform is not None
         yield VideoHeader(info, logmel, captions, source, needs_asr, waveform if needs_asr else None)
         del waveform
         self.stage = "decode"
         index, carry_3d, last_2d = 0, None, None
-        for window in iter_frame_windows(self.video_path, info, decode):
+        for window in iter_frame_windows(video_path, info, decode):
             frames_3d = (
                 window.frames_3d_THWC
                 if carry_3d is None

@@ -8,8 +8,8 @@ objects (``.json``). Every reader returns ``[(start_s, end_s, text), ...]`` in f
 :func:`read_captions` validates every file the same way, whatever its format: a regular file (a FIFO, a device
 or a folder is refused without being read), at most :data:`MAX_CAPTION_BYTES` read within
 :data:`READ_TIMEOUT_S`, UTF-8, and caption times that are finite, >= 0 and do not end before they start (the
-rule ``mcn.store.invalid_captions`` applies to stored captions). Any problem is a :class:`CaptionError` with a
-one-line reason.
+rule ``mcn.store.invalid_captions`` applies to stored captions). A caption URL (``s3://…``, see
+:mod:`mcn.storage`) is read within the same limits. Any problem is a :class:`CaptionError` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mcn import storage
 from mcn.errors import MCNError
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ def _read_bounded(path: str | Path) -> bytes:
     so a link to a device or a FIFO is refused before anything is read. The read runs in a helper thread: a
     file system that stops answering costs that thread, not the job.
     """
+    if storage.is_remote(path):
+        return _read_remote(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -155,6 +158,17 @@ def _read_bounded(path: str | Path) -> bytes:
     if len(result["data"]) > MAX_CAPTION_BYTES:
         raise CaptionError(path, "too_large", f"more than the {MAX_CAPTION_BYTES} bytes allowed")
     return result["data"]
+
+
+# What a failed fetch of a caption URL is, as a caption file's reason.
+_FETCH_REASONS = {"not_found": "not_found", "too_large": "too_large", "timeout": "timeout"}
+
+
+def _read_remote(url: str | Path) -> bytes:
+    try:
+        return storage.read_limited(url, MAX_CAPTION_BYTES, READ_TIMEOUT_S)
+    except storage.FetchError as error:
+        raise CaptionError(url, _FETCH_REASONS.get(error.reason, "unreadable"), error.detail) from None
 
 
 def parse_timestamp(stamp: str) -> float:

@@ -161,6 +161,18 @@ def modified_ns(path: StorePath) -> int | None:
     return None if is_remote(path) else local_path(path).stat().st_mtime_ns
 
 
+def file_stat(path: StorePath) -> tuple[int, int | None] | None:
+    """Size and modification time (ns; None where the filesystem keeps none) of a file, or None when there is
+    no file at ``path`` or it cannot be asked about (a denied or failed request: reading it will say why)."""
+    try:
+        info = _info(path)
+    except OSError:
+        return None
+    if info.type != pafs.FileType.File:
+        return None
+    return int(info.size), info.mtime_ns
+
+
 def list_files(folder: StorePath, pattern: str = "*", recursive: bool = False) -> list[StorePath]:
     """Files in ``folder`` (and its subfolders if ``recursive``) whose name matches ``pattern``, sorted.
 
@@ -334,3 +346,95 @@ def write_bytes(path: StorePath, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path) as file:
         file.write(data)
+
+
+FETCH_REASONS = ("not_found", "denied", "timeout", "too_large", "error")
+FETCH_CHUNK_BYTES = 8 << 20  # one request's worth: memory stays at a chunk, whatever the object's size
+
+
+class FetchError(MCNError):
+    """A remote file that cannot be read: ``reason`` is one of :data:`FETCH_REASONS`, ``detail`` one line."""
+
+    def __init__(self, path: StorePath, reason: str, detail: str):
+        assert reason in FETCH_REASONS, reason
+        super().__init__(f"{path}: {reason}: {detail}")
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self):
+        return FetchError, (self.path, self.reason, self.detail)
+
+
+def _fetch_error(path: StorePath, error: OSError) -> FetchError:
+    text = " ".join(str(error).split())
+    lowered = text.lower()
+    if isinstance(error, FileNotFoundError):
+        return FetchError(path, "not_found", "no such object")
+    # pyarrow's S3 errors are plain OSErrors that name the AWS error (ACCESS_DENIED) or the HTTP status.
+    if isinstance(error, PermissionError) or "access_denied" in lowered or "response code: 403" in lowered:
+        return FetchError(path, "denied", text)
+    if isinstance(error, TimeoutError) or "timed out" in lowered or "timeout" in lowered:
+        return FetchError(path, "timeout", text)
+    return FetchError(path, "error", text)
+
+
+def _copy_within(path: StorePath, sink: BinaryIO, max_bytes: int, timeout_s: float) -> None:
+    """Copy the file at ``path`` into ``sink`` in chunks; at most ``max_bytes``, and a stall of more than
+    ``timeout_s`` with no byte arriving is a timeout. The copy runs in a helper thread, so that a hung request
+    costs that thread, not the caller; the thread stops at its next chunk once the caller has given up."""
+    state: dict = {"bytes": 0, "stop": False}
+
+    def copy() -> None:
+        try:
+            filesystem, where = resolve(path)
+            with filesystem.open_input_stream(where) as source:
+                while not state["stop"] and (chunk := source.read(FETCH_CHUNK_BYTES)):
+                    state["bytes"] += len(chunk)
+                    if state["bytes"] > max_bytes:
+                        state["error"] = FetchError(
+                            path, "too_large", f"more than the {max_bytes} bytes allowed"
+                        )
+                        return
+                    sink.write(chunk)
+        except OSError as error:
+            state["error"] = _fetch_error(path, error)
+        except BaseException as error:  # handed to the caller, raised there
+            state["error"] = error
+
+    reader = threading.Thread(target=copy, name="mcn-fetch", daemon=True)
+    reader.start()
+    seen = -1
+    while reader.is_alive():
+        reader.join(timeout_s)
+        if reader.is_alive() and state["bytes"] == seen:
+            state["stop"] = True
+            raise FetchError(path, "timeout", f"no data for {timeout_s:g} s")
+        seen = state["bytes"]
+    if "error" in state:
+        raise state["error"]
+
+
+def read_limited(path: StorePath, max_bytes: int, timeout_s: float) -> bytes:
+    """The bytes of a (remote) file of at most ``max_bytes``, with no stall longer than ``timeout_s``; any
+    problem is a :class:`FetchError`."""
+    with tempfile.SpooledTemporaryFile(max_size=max_bytes + FETCH_CHUNK_BYTES) as sink:
+        _copy_within(path, sink, max_bytes, timeout_s)
+        sink.seek(0)
+        return sink.read()
+
+
+@contextlib.contextmanager
+def fetch_to_temporary(path: StorePath, max_bytes: int, timeout_s: float) -> Iterator[Path]:
+    """A local copy of a (remote) file, for readers that need a local path (decoders): a temporary file in
+    ``TMPDIR`` with the file's extension, of at most ``max_bytes``, with no stall in the transfer longer than
+    ``timeout_s``. The file is removed when the block ends, whatever ends it, a failed fetch included; any
+    problem fetching is a :class:`FetchError`."""
+    fd, tmp = tempfile.mkstemp(prefix="mcn-fetch-", suffix=os.path.splitext(name(path))[1])
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            _copy_within(path, sink, max_bytes, timeout_s)
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

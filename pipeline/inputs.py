@@ -6,8 +6,10 @@ are validated here once: no path separators, no ``..``, no control characters, n
 error (recorded in the failures table with stage ``input``); a manifest that cannot be read at all, or one that
 gives two rows the same id (good or bad), is a one-line :class:`~mcn.errors.MCNError` before anything runs.
 
-Every path leaves here absolute (workers of a cluster run in other folders), and every video carries the size
-and modification time of its file, so that a resumed job can tell a changed source from the one it extracted.
+Every local path leaves here absolute (workers of a cluster run in other folders); a manifest's video and
+caption paths may also be URLs (``s3://bucket/key.mp4``, any filesystem :mod:`mcn.storage` resolves), which
+are kept as they are. Every video carries the size and modification time of its file (of its object: one
+request, through :mod:`mcn.storage`), so that a resumed job can tell a changed source from the one it extracted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from mcn import storage
 from mcn.errors import MCNError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".3gp")
@@ -59,7 +62,7 @@ def source_conflict(item: VideoItem, stored_path: str, stored_extra: dict) -> st
             return None  # the source is gone: nothing to compare with, and nothing else to extract
         if item.size != size:
             return f"{item.video_path} has {item.size} bytes, the one extracted from {stored_path} had {size}"
-        if item.mtime_ns // 10**9 != mtime_ns // 10**9:
+        if item.mtime_ns is not None and item.mtime_ns // 10**9 != mtime_ns // 10**9:
             return f"{item.video_path} was modified after the extraction from {stored_path}"
         return None
     if item.video_path != stored_path:
@@ -112,6 +115,10 @@ def read_inputs(source: str | Path) -> tuple[list[VideoItem], list[InputProblem]
         problem = video_id_problem(video_id)
         if problem is not None:
             problems.append(InputProblem(video_id, video_path, "bad_video_id", problem))
+            continue
+        if storage.is_remote(video_path):  # missing or unreadable: the decode task's fetch records why
+            found = storage.file_stat(video_path)
+            items.append(VideoItem(video_id, video_path, caption_path, *(found or (None, None))))
             continue
         try:
             status = os.stat(video_path)
@@ -201,10 +208,15 @@ def _manifest_rows(path: Path) -> list[Row]:
         video_path = data["video_path"][index]
         if not video_path:
             raise MCNError(f"{path}: row {index + 1} has an empty video_path")
-        video_path = str(base / str(video_path))
+        video_path = _anchored(base, str(video_path))
         caption = data.get("caption_path", [None] * num_rows)[index]
-        caption = str(base / str(caption)) if caption else None
+        caption = _anchored(base, str(caption)) if caption else None
         video_id = data.get("video_id", [None] * num_rows)[index]
-        video_id = Path(video_path).stem if video_id is None else str(video_id)
+        video_id = Path(storage.name(video_path)).stem if video_id is None else str(video_id)
         rows.append((video_id, video_path, caption, f"row {index + 1}"))
     return rows
+
+
+def _anchored(base: Path, path: str) -> str:
+    """A manifest's path: a URL as it is, a local path made absolute (relative to the manifest's folder)."""
+    return path if storage.is_remote(path) else str(base / path)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from mcn import storage
 from mcn.extract import ExtractConfig, load_model
 from mcn.extract.asr import AsrConfig
 from mcn.extract.batching import MODEL_KINDS, batch_group, num_rows
@@ -85,7 +86,8 @@ def warm_up_decoder(torch_threads: int) -> bool:
 
 
 def decode_stream(item: VideoItem, config: ExtractConfig, asr_enabled: bool) -> Iterator[tuple[dict, list]]:
-    """(tag, payloads) pairs of one video's stream; a DecodeError or broken caption file ends it with a failure tag."""
+    """(tag, payloads) pairs of one video's stream; a failed fetch of a remote video, a DecodeError or a broken
+    caption file ends it with a failure tag."""
     from mcn.extract import decode, text
 
     stream = VideoStream(item.video_path, item.caption_path, config.decode, transcribe=asr_enabled)
@@ -105,6 +107,8 @@ def decode_stream(item: VideoItem, config: ExtractConfig, asr_enabled: bool) -> 
             }
             yield window, [frames[kind] for kind in MODEL_KINDS]
         yield {"tag": TAG_END}, []
+    except storage.FetchError as error:
+        yield {"tag": TAG_FAILED, "stage": "fetch", "reason": error.reason, "detail": error.detail}, []
     except decode.DecodeError as error:
         yield {"tag": TAG_FAILED, "stage": stream.stage, "reason": error.reason, "detail": error.detail}, []
     except text.CaptionError as error:

@@ -1,5 +1,6 @@
 """Settings and fixtures for the whole test session."""
 
+import json
 import os
 import socket
 import uuid
@@ -48,3 +49,24 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"mcn-test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return f"s3://{bucket}"
+
+
+def deny_s3_reads(bucket_url: str, prefix: str) -> None:
+    """A bucket policy on the test server that refuses GetObject below ``prefix`` (HEAD still answers)."""
+    import boto3
+
+    bucket = bucket_url.removeprefix("s3://")
+    statement = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+    }
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    boto3.client("s3").put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+@pytest.fixture
+def s3_deny_reads():
+    """``s3_deny_reads(bucket_url, prefix)``: the test server refuses reads of the objects below ``prefix``."""
+    return deny_s3_reads

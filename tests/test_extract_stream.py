@@ -3,13 +3,17 @@ and the assembly of its parts in any order."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import os
+import tempfile
 
 import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 from media import make_video
 
+from mcn import storage
 from mcn.extract.constants import AUDIO_SAMPLE_RATE, CLIP_FRAMES, FEATURE_DIM
 from mcn.extract.decode import DecodeConfig, DecodeError
 from mcn.extract.extractors import CaptionTokenizer
@@ -135,3 +139,42 @@ def test_assembly_waits_for_speech_recognition_and_marks_its_captions():
     result = assembly.features()
     assert result.caption_source == "asr" and result.captions == [(0.5, 1.5, "hello")]
     assert result.feat_2d.shape == (0, FEATURE_DIM) and result.caption_token_ids is None
+
+
+def test_a_video_in_a_bucket_streams_as_its_local_copy_and_leaves_no_file(
+    video, tmp_path, s3_bucket, monkeypatch
+):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    captions = tmp_path / "v.srt"
+    captions.write_text("1\n00:00:00,000 --> 00:00:01,000\nstir the pot\n")
+    storage.copy(video, f"{s3_bucket}/media/v.mp4")
+    storage.copy(captions, f"{s3_bucket}/media/v.srt")
+    local_header, *local_windows = VideoStream(video, captions, TWO_SECOND_WINDOWS)
+    stream = VideoStream(f"{s3_bucket}/media/v.mp4", f"{s3_bucket}/media/v.srt", TWO_SECOND_WINDOWS)
+    parts = iter(stream)
+    header = next(parts)
+    assert len(list(spool.glob("mcn-fetch-*"))) == 1, "the fetched copy, while the stream runs"
+    windows = list(parts)
+    assert list(spool.glob("mcn-fetch-*")) == []
+    assert header.info.path == f"{s3_bucket}/media/v.mp4"
+    assert header.info == dataclasses.replace(local_header.info, path=header.info.path)
+    assert header.captions == local_header.captions and header.caption_source == "srt"
+    np.testing.assert_array_equal(header.logmel, local_header.logmel)
+    assert len(windows) == len(local_windows)
+    for remote, local in zip(windows, local_windows, strict=True):
+        np.testing.assert_array_equal(remote.frames_2d_THWC, local.frames_2d_THWC)
+        np.testing.assert_array_equal(remote.frames_3d_THWC, local.frames_3d_THWC)
+    abandoned = iter(VideoStream(f"{s3_bucket}/media/v.mp4", None, TWO_SECOND_WINDOWS))
+    next(abandoned)  # the header only
+    del abandoned
+    gc.collect()
+    assert list(spool.glob("mcn-fetch-*")) == [], "an abandoned stream removes its copy too"
+
+
+def test_a_missing_video_object_fails_at_the_fetch(s3_bucket):
+    stream = VideoStream(f"{s3_bucket}/media/gone.mp4", None, TWO_SECOND_WINDOWS)
+    with pytest.raises(storage.FetchError) as caught:
+        list(stream)
+    assert caught.value.reason == "not_found" and stream.stage == "fetch"

@@ -261,6 +261,20 @@ def test_size_and_read_time_limits(write, monkeypatch):
         release.set()
 
 
+def test_caption_urls_are_read_within_the_same_limits(s3_bucket, monkeypatch):
+    from mcn import storage
+
+    storage.write_bytes(f"{s3_bucket}/c/v.srt", b"1\n00:00:01,000 --> 00:00:02,000\nhi there\n")
+    assert read_captions(f"{s3_bucket}/c/v.srt") == [(1.0, 2.0, "hi there")]
+    with pytest.raises(CaptionError) as caught:
+        read_captions(f"{s3_bucket}/c/gone.vtt")
+    assert caught.value.reason == "not_found"
+    monkeypatch.setattr(text, "MAX_CAPTION_BYTES", 10)
+    with pytest.raises(CaptionError) as caught:
+        read_captions(f"{s3_bucket}/c/v.srt")
+    assert caught.value.reason == "too_large"
+
+
 @pytest.fixture
 def vectors():
     words = ["the", "Bread", "flour", "don't", "mix"]

@@ -126,3 +126,14 @@ def test_speech_recognition_gives_the_captions_of_a_video_without_any(tmp_path):
     assert {"slice", "tomato", "boil", "pasta"} <= set(heard.split())
     assert 0.0 <= feats.captions[0][0] < feats.captions[-1][1] <= speech.duration + 1.0
     np.testing.assert_array_equal(feats.feat_3d, plain.feat_3d)  # the same stream, the same features
+
+
+def test_a_video_in_a_bucket_has_the_features_of_its_local_copy(video, s3_bucket):
+    from mcn import storage
+
+    storage.copy(video, f"{s3_bucket}/media/cooking.mp4")
+    local = extract_video(video, tiny_cpu())
+    remote = extract_video(f"{s3_bucket}/media/cooking.mp4", tiny_cpu())
+    for name in ("feat_2d", "feat_3d", "logmel"):
+        np.testing.assert_array_equal(getattr(remote, name), getattr(local, name), err_msg=name)
+    assert remote.info == dataclasses.replace(local.info, path=f"{s3_bucket}/media/cooking.mp4")

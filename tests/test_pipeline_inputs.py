@@ -156,6 +156,21 @@ def test_items_carry_the_size_and_time_of_their_file(tmp_path):
     assert (gone.size, gone.mtime_ns, gone.source()) == (None, None, {})
 
 
+def test_urls_in_a_manifest_stay_urls_and_carry_their_objects_size(tmp_path, s3_bucket):
+    from mcn import storage
+
+    storage.write_bytes(f"{s3_bucket}/v/a.mp4", b"12345")
+    (tmp_path / "m.csv").write_text(
+        f"video_path,caption_path\n{s3_bucket}/v/a.mp4,{s3_bucket}/v/a.vtt\n{s3_bucket}/v/gone.mp4,local.srt\n"
+    )
+    present, gone = inputs.read_inputs(tmp_path / "m.csv")[0]
+    assert (present.video_id, present.video_path) == ("a", f"{s3_bucket}/v/a.mp4")
+    assert present.caption_path == f"{s3_bucket}/v/a.vtt", "not made absolute, not checked here"
+    assert present.size == 5 and isinstance(present.mtime_ns, int)
+    assert (gone.video_id, gone.size, gone.mtime_ns) == ("gone", None, None)
+    assert gone.caption_path == str(tmp_path / "local.srt")
+
+
 def test_a_changed_source_is_a_conflict_a_moved_one_is_not():
     recorded = {"source_size": 5, "source_mtime_ns": 1_700_000_000_900_000_000}
     same = inputs.VideoItem("a", "/new/place/a.mp4", None, 5, 1_700_000_000_000_000_000)

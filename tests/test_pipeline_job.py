@@ -571,3 +571,48 @@ def test_frames_in_flight_must_fill_a_model_batch():
         apply_overrides(config, {"stages.windows_in_flight": "1", "extract.runtime.batch_2d": "31"})
     with pytest.raises(MCNError, match="batch_wait_s"):
         apply_overrides(config, {"stages.batch_wait_s": "-1"})
+
+
+def test_the_command_extracts_videos_from_a_bucket_and_records_failed_fetches(
+    corpus, s3_bucket, s3_deny_reads, tmp_path
+):
+    from mcn import storage
+
+    for name in ("cook.mp4", "cook.vtt", "plain.mp4"):
+        storage.copy(corpus / "videos" / name, f"{s3_bucket}/videos/{name}")
+    storage.copy(corpus / "videos" / "silent.mp4", f"{s3_bucket}/private/silent.mp4")
+    s3_deny_reads(s3_bucket, "private/")
+    rows = [
+        f"{s3_bucket}/videos/cook.mp4,{s3_bucket}/videos/cook.vtt",
+        f"{s3_bucket}/videos/plain.mp4,",
+        f"{s3_bucket}/videos/gone.mp4,",
+        f"{s3_bucket}/private/silent.mp4,",
+    ]
+    (tmp_path / "manifest.csv").write_text("video_path,caption_path\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "store"
+    command = [sys.executable, "-m", "mcn", "extract", str(tmp_path / "manifest.csv"), "--out", str(out)]
+    command += ["--preset", "tiny_cpu", "--word-vectors", str(corpus / "vectors.txt")]
+    command += ["--num-cpus", "2", "--no-progress"]
+    spool = tempfile.mkdtemp(prefix="mcnfetch", dir="/tmp")  # short: the local Ray's sockets go here too
+    env = {**os.environ, "TMPDIR": spool}  # the s3_bucket fixture's AWS_* settings included
+    env.pop("RAY_ADDRESS", None)
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        fetched_left = list(Path(spool).glob("mcn-fetch-*"))
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reader = store.StoreReader(out)
+    assert sorted(reader.video_ids) == ["cook", "plain"]
+    failures = {f["video_id"]: (f["stage"], f["reason"], f["source_path"]) for f in reader.failures()}
+    assert failures == {
+        "gone": ("fetch", "not_found", f"{s3_bucket}/videos/gone.mp4"),
+        "silent": ("fetch", "denied", f"{s3_bucket}/private/silent.mp4"),
+    }
+    assert reader.read("cook").caption_text == ["cut the onion", "now stir the pot slowly"]
+    local = {item.video_id: item for item in read_inputs(corpus / "videos")[0]}
+    expected = extract_video(local["plain"].video_path, pipeline_config.tiny_cpu().extract)
+    stored = reader.read("plain").feat_2d.astype(np.float32)
+    np.testing.assert_allclose(stored, expected.feat_2d, rtol=1e-2, atol=1e-4)
+    assert fetched_left == [], "every fetched copy was removed"
+    assert verify_store(out) == []

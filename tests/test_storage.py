@@ -257,3 +257,72 @@ def test_urls_made_into_paths_are_refused():
 
     with pytest.raises(MCNError, match="pass URLs as strings"):
         storage.read_bytes(Path("s3://bucket/store/manifest.json"))
+
+
+def test_a_fetched_copy_is_local_whole_and_removed_afterwards(s3_bucket, spool):
+    data = os.urandom(3 << 20)
+    storage.write_bytes(f"{s3_bucket}/videos/v.mp4", data)
+    with storage.fetch_to_temporary(f"{s3_bucket}/videos/v.mp4", max_bytes=4 << 20, timeout_s=30) as local:
+        assert local.parent == spool and local.suffix == ".mp4"
+        assert local.read_bytes() == data
+    assert list(spool.iterdir()) == []
+    with pytest.raises(RuntimeError), storage.fetch_to_temporary(f"{s3_bucket}/videos/v.mp4", 4 << 20, 30):
+        raise RuntimeError("the decoder failed")
+    assert list(spool.iterdir()) == [], "removed when the block fails too"
+    assert storage.read_limited(f"{s3_bucket}/videos/v.mp4", 4 << 20, 30) == data
+
+
+def test_failed_fetches_name_their_reason_and_leave_nothing(s3_bucket, s3_deny_reads, spool):
+    storage.write_bytes(f"{s3_bucket}/videos/big.mp4", b"x" * 1000)
+    storage.write_bytes(f"{s3_bucket}/private/v.mp4", b"secret")
+    s3_deny_reads(s3_bucket, "private/")
+    cases = [
+        (f"{s3_bucket}/videos/missing.mp4", "not_found"),
+        ("s3://mcn-test-no-such-bucket/v.mp4", "not_found"),
+        (f"{s3_bucket}/private/v.mp4", "denied"),
+        (f"{s3_bucket}/videos/big.mp4", "too_large"),
+    ]
+    for url, reason in cases:
+        with pytest.raises(storage.FetchError) as error, storage.fetch_to_temporary(url, 999, 30):
+            raise AssertionError("the block must not run")
+        assert error.value.reason == reason, (url, error.value)
+        with pytest.raises(storage.FetchError, match=reason):
+            storage.read_limited(url, 999, 30)
+        assert list(spool.iterdir()) == [], url
+    assert storage.file_stat(f"{s3_bucket}/private/v.mp4")[0] == 6
+    assert storage.file_stat(f"{s3_bucket}/videos/missing.mp4") is None
+
+
+class StalledStream:
+    """An input stream that sends one chunk, then hangs."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, nbytes):
+        self.reads += 1
+        if self.reads > 1:
+            time.sleep(3600)
+        return b"first chunk"
+
+
+class StallingFilesystem:
+    def open_input_stream(self, where):
+        return StalledStream()
+
+
+def test_a_stalled_fetch_is_a_timeout(spool, monkeypatch):
+    monkeypatch.setattr(storage, "resolve", lambda path: (StallingFilesystem(), "bucket/v.mp4"))
+    with (
+        pytest.raises(storage.FetchError) as error,
+        storage.fetch_to_temporary("s3://bucket/v.mp4", 1 << 20, 0.3),
+    ):
+        raise AssertionError("the block must not run")
+    assert error.value.reason == "timeout" and "no data for 0.3 s" in error.value.detail
+    assert list(spool.iterdir()) == []

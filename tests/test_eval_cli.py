@@ -156,9 +156,9 @@ def test_eval_on_a_bucket_store_equals_the_local_run(setup, s3_bucket, tmp_path)
 def test_search_on_a_bucket_store_equals_the_local_run_and_caches_its_index_there(setup, s3_bucket, tmp_path):
     root, _, checkpoint = setup
     local = tmp_path / "store"
-    copy_store(root / "store", local)  # the module's store keeps no index from this test
+    make_store(local, num_videos=8, silent=("vid06",))  # no index yet: test_search_cli leaves one in setup's
     url = f"{s3_bucket}/stores/search"
-    copy_store(root / "store", url)
+    copy_store(local, url)
     query = ("--checkpoint", checkpoint, "whisk the batter", "-k", "5", "--preset", "quick_cpu")
     printed = {}
     for where, store in (("local", local), ("bucket", url), ("bucket again", url)):

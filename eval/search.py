@@ -3,9 +3,9 @@
 Moments are sliding windows (10 s long, every 5 s) and the spans of the store's captions. Each moment is
 embedded once per checkpoint as ``video + audio`` (video alone for videos without audio) and kept in an index,
 ``STORE/index/<fingerprint>.npz``, written atomically through :mod:`mcn.storage` (so in the bucket too when the
-store is on object storage, where every machine that reads the store finds it); the fingerprint hashes the model weights, the store's
-shard list and the window settings, so a new checkpoint or a re-extracted store builds a new index and any
-later query reuses it. A video's score is its best moment's score.
+store is on object storage, where every machine that reads the store finds it); the fingerprint hashes the model
+weights, the store's shard list and the window settings, so a new checkpoint or a re-extracted store builds a
+new index and any later query reuses it. A video's score is its best moment's score.
 """
 
 from __future__ import annotations

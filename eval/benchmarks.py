@@ -43,8 +43,9 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from mcn import storage
 from mcn.configs import config_from_dict, config_to_dict, write_json_atomic
 from mcn.errors import MCNError
 from mcn.eval.protocols import LocalizationSettings, RetrievalSettings
@@ -176,10 +177,10 @@ def parse_localization_videos(data: dict, path: str | Path) -> list[Localization
     return videos
 
 
-def read_json(path: str | Path) -> dict:
-    path = Path(path)
+def read_json(path: storage.StorePath) -> dict:
+    """A JSON object from a local path or any URL :mod:`mcn.storage` resolves."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(storage.read_bytes(path).decode("utf-8"))
     except json.JSONDecodeError as error:
         raise MCNError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(data, dict):
@@ -190,7 +191,7 @@ def read_json(path: str | Path) -> dict:
 # ---- definitions -------------------------------------------------------------------------------------------
 
 
-def _settings(cls: type, data: dict, path: Path):
+def _settings(cls: type, data: dict, path: storage.StorePath):
     """Settings of ``cls`` from a definition: every field present (``source`` may be left out), none unknown."""
     settings = data.get("settings")
     hint = (
@@ -208,12 +209,13 @@ def _settings(cls: type, data: dict, path: Path):
         raise MCNError(f"{path}: settings: {error}") from None
 
 
-def load_benchmark(path: str | Path) -> Benchmark:
-    """A definition written by ``mcn eval prepare`` (or any JSON in the format above)."""
-    path = Path(path)
-    if not path.exists():
+def load_benchmark(path: storage.StorePath) -> Benchmark:
+    """A definition written by ``mcn eval prepare`` (or any JSON in the format above), on a local path or any URL
+    :mod:`mcn.storage` resolves (``s3://bucket/benchmarks/youcook2.json``)."""
+    if not storage.exists(path):
         raise MCNError(f"benchmark definition {path} does not exist (make one with `mcn eval prepare`)")
-    if path.suffix.lower() == ".csv":
+    file_name = PurePosixPath(storage.name(path))
+    if file_name.suffix.lower() == ".csv":
         raise MCNError(
             f"{path} is a clip list without protocol settings, not a benchmark definition: rerun "
             f"`mcn eval prepare` for an official benchmark, or make one with `mcn eval prepare generic "
@@ -224,7 +226,7 @@ def load_benchmark(path: str | Path) -> Benchmark:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise MCNError(f"{path}: format_version {version!r} is newer than this mcn reads ({FORMAT_VERSION})")
     kind = data.get("kind") or ("localization" if "videos" in data else "retrieval")
-    name = str(data.get("name") or path.stem)
+    name = str(data.get("name") or file_name.stem)
     if kind == "retrieval":
         settings = _settings(RetrievalSettings, data, path)
         try:

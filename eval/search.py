@@ -2,26 +2,26 @@
 
 Moments are sliding windows (10 s long, every 5 s) and the spans of the store's captions. Each moment is
 embedded once per checkpoint as ``video + audio`` (video alone for videos without audio) and kept in an index,
-``STORE/index/<fingerprint>.npz``, written atomically; the fingerprint hashes the model weights, the store's
-shard list and the window settings, so a new checkpoint or a re-extracted store builds a new index and any
-later query reuses it. A video's score is its best moment's score.
+``STORE/index/<fingerprint>.npz``, written atomically through :mod:`mcn.storage` (so in the bucket too when the
+store is on object storage, where every machine that reads the store finds it); the fingerprint hashes the model
+weights, the store's shard list and the window settings, so a new checkpoint or a re-extracted store builds a
+new index and any later query reuses it. A video's score is its best moment's score.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mcn import options
+from mcn import options, storage
 from mcn.configs import config_to_dict, save_config
 from mcn.errors import MCNError
 from mcn.eval import embed
@@ -126,25 +126,20 @@ def build_index(
     )
 
 
-def save_index(path: Path, index: SearchIndex) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    try:
+def save_index(path: storage.StorePath, index: SearchIndex) -> None:
+    with storage.atomic_write(path) as file:
         np.savez(
-            tmp,
+            file,
             video_ids=index.video_ids,
             starts=index.starts,
             ends=index.ends,
             kinds=index.kinds,
             embeddings_MD=index.embeddings_MD,
         )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
-def load_index(path: Path) -> SearchIndex:
-    with np.load(path, allow_pickle=False) as data:
+def load_index(path: storage.StorePath) -> SearchIndex:
+    with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as data:
         return SearchIndex(
             **{name: data[name] for name in ("video_ids", "starts", "ends", "kinds", "embeddings_MD")}
         )
@@ -152,18 +147,19 @@ def load_index(path: Path) -> SearchIndex:
 
 def index_for(
     model, reader: StoreReader, config: SearchConfig, device: str | torch.device = "cpu"
-) -> tuple[SearchIndex, Path, bool]:
+) -> tuple[SearchIndex, storage.StorePath, bool]:
     """The store's index for this model: loaded when it exists, else built and saved with the config that built
     it (``<fingerprint>.config.json``). Returns (index, path, built)."""
-    path = reader.root / INDEX_DIR / f"{fingerprint(model, reader, config.windows, config.audio)}.npz"
-    if path.exists() and not config.rebuild:
+    key = fingerprint(model, reader, config.windows, config.audio)
+    path = storage.join(reader.root, INDEX_DIR, f"{key}.npz")
+    if storage.is_file(path) and not config.rebuild:
         return load_index(path), path, False
     runtime = config.runtime
     index = build_index(
         model, reader, config.windows, config.audio, runtime.batch_size, device, runtime.progress
     )
     save_index(path, index)
-    save_config(config, path.with_suffix(".config.json"))
+    save_config(config, storage.join(reader.root, INDEX_DIR, f"{key}.config.json"))
     return index, path, True
 
 

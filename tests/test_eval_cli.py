@@ -3,6 +3,7 @@ agreeing with `mcn eval retrieval` on the same similarities."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,8 +14,9 @@ import pytest
 from eval_store import WORDS, direct_similarities, make_store, save_tiny_checkpoint
 from media import make_video
 
+from mcn import storage
 from mcn.eval import benchmarks, protocols
-from mcn.store import StoreReader
+from mcn.store import StoreReader, copy_store
 
 AUDIO_FRAMES = 320
 
@@ -112,6 +114,63 @@ def test_search_cli(setup):
     assert result.returncode == 0, result.stderr
     assert "videos for 'whisk the batter'" in result.stdout and "built index" in result.stderr
     assert len(result.stdout.split("moments:")[1].strip().splitlines()) == 2
+
+
+def localization_definition(path, ids: list[str]) -> None:
+    videos = [
+        benchmarks.LocalizationVideo(ids[0], "A", ["crack the eggs", "whisk"], [[(0.0, 4.0)], [(6.0, 12.0)]]),
+        benchmarks.LocalizationVideo(
+            ids[1], "B", ["pour batter", "flip pancake"], [[(2.0, 3.0)], [(8.0, 9.5)]]
+        ),
+        benchmarks.LocalizationVideo(ids[6], "B", ["add salt", "serve"], [[(0.0, 1.0)], [(5.0, 7.0)]]),
+    ]
+    settings = dataclasses.replace(protocols.crosstask("three videos"), audio_frames=128)
+    benchmarks.write_benchmark(path, benchmarks.LocalizationBenchmark("toy", videos, settings))
+
+
+@pytest.mark.slow
+def test_eval_on_a_bucket_store_equals_the_local_run(setup, s3_bucket, tmp_path):
+    root, _, checkpoint = setup
+    localization_definition(tmp_path / "loc.json", StoreReader(root / "store").video_ids)
+    url = f"{s3_bucket}/stores/eval"
+    copy_store(root / "store", url)
+    for definition in (root / "msr.json", tmp_path / "loc.json"):
+        storage.copy(definition, f"{s3_bucket}/benchmarks/{definition.name}")
+    for kind, definition in (("retrieval", root / "msr.json"), ("localization", tmp_path / "loc.json")):
+        runs = {
+            "local": (root / "store", definition),
+            "bucket": (url, f"{s3_bucket}/benchmarks/{definition.name}"),  # the definition in the bucket too
+        }
+        metrics = {}
+        for where, (store, bench) in runs.items():
+            out = tmp_path / f"{kind}-{where}"
+            result = mcn("eval", kind, "--checkpoint", checkpoint, "--benchmark", bench, "--store", store,
+                         "--out", out, "--preset", "quick_cpu")  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+            metrics[where] = json.loads((out / "metrics.json").read_text())
+        assert metrics["bucket"] == metrics["local"] and len(metrics["local"]) > 10
+    assert metrics["local"]["step-000005/toy/video_audio/num_videos"] == 3
+
+
+@pytest.mark.slow
+def test_search_on_a_bucket_store_equals_the_local_run_and_caches_its_index_there(setup, s3_bucket, tmp_path):
+    root, _, checkpoint = setup
+    local = tmp_path / "store"
+    make_store(local, num_videos=8, silent=("vid06",))  # no index yet: test_search_cli leaves one in setup's
+    url = f"{s3_bucket}/stores/search"
+    copy_store(local, url)
+    query = ("--checkpoint", checkpoint, "whisk the batter", "-k", "5", "--preset", "quick_cpu")
+    printed = {}
+    for where, store in (("local", local), ("bucket", url), ("bucket again", url)):
+        result = mcn("search", store, *query)
+        assert result.returncode == 0, result.stderr[-3000:]
+        printed[where] = result.stdout
+        assert ("using index" if where == "bucket again" else "built index") in result.stderr
+    assert printed["bucket"] == printed["local"] == printed["bucket again"]
+    assert "videos for 'whisk the batter'" in printed["local"]
+    names = [storage.name(path) for path in storage.list_files(storage.join(url, "index"))]
+    assert names == [storage.name(path) for path in storage.list_files(local / "index")]
+    assert len(names) == 2 and names[0].endswith(".config.json") and names[1].endswith(".npz")
 
 
 @pytest.mark.slow

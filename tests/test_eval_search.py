@@ -10,10 +10,10 @@ import pytest
 import torch
 from eval_store import make_record, make_store, save_tiny_checkpoint, tiny_model
 
-from mcn import cli
+from mcn import cli, storage
 from mcn.errors import MCNError
 from mcn.eval import config, embed, search
-from mcn.store import StoreReader
+from mcn.store import StoreReader, copy_store
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,28 @@ def test_index_is_built_once_and_reused(store):
     assert scores.shape == (len(index.video_ids),)
     with pytest.raises(MCNError, match="none of the words"):
         search.query_scores(model, index, vectorizer, "zzz qqq")
+
+
+def test_the_index_of_a_bucket_store_is_kept_in_the_bucket(store, s3_bucket):
+    url = f"{s3_bucket}/store"
+    copy_store(store / "store", url)
+    reader = StoreReader(url)
+    model = tiny_model(seed=4)
+    settings = config.search_quick_cpu()
+    index, path, built = search.index_for(model, reader, settings)
+    assert (
+        built
+        and path == f"{url}/index/{search.fingerprint(model, reader, settings.windows, settings.audio)}.npz"
+    )
+    assert storage.is_file(path) and storage.is_file(str(path).removesuffix(".npz") + ".config.json")
+    again, path_again, built_again = search.index_for(model, StoreReader(url), settings)
+    assert not built_again and path_again == path
+    for name in ("video_ids", "starts", "ends", "kinds", "embeddings_MD"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(index, name))
+    local = search.build_index(
+        model, StoreReader(store / "store"), settings.windows, settings.audio, settings.runtime.batch_size
+    )
+    np.testing.assert_array_equal(index.embeddings_MD, local.embeddings_MD)
 
 
 def test_search_cli(store, capsys, caplog):

@@ -182,9 +182,10 @@ def index_for(
     there, else built and saved with the config that built it (``<fingerprint>.config.json``), in the store
     when it can be written, else in the local folder. Returns (index, path, built)."""
     key = fingerprint(model, reader, config.windows, config.audio)
-    folders = (storage.join(reader.root, INDEX_DIR), local_index_folder(reader.root, config.index_dir))
+    in_store = storage.join(reader.root, INDEX_DIR)
+    outside = local_index_folder(reader.root, config.index_dir)
     if not config.rebuild:
-        for folder in folders:
+        for folder in (in_store, outside):
             path = storage.join(folder, f"{key}.npz")
             if storage.is_file(path):
                 return load_index(path), path, False
@@ -193,19 +194,19 @@ def index_for(
         model, reader, config.windows, config.audio, runtime.batch_size, device, runtime.progress
     )
     try:
-        return index, _save(folders[0], key, index, config), True
+        return index, _save(in_store, key, index, config), True
     except OSError as error:
         refusal = " ".join(str(error).split())
     logger.warning(
         "the store cannot be written (%s): its index goes to %s instead (--index-dir chooses the folder)",
         refusal,
-        folders[1],
+        outside,
     )
     try:
-        return index, _save(folders[1], key, index, config), True
+        return index, _save(outside, key, index, config), True
     except OSError as error:
         raise MCNError(
-            f"cannot write the search index in the store ({refusal}) nor in {folders[1]} "
+            f"cannot write the search index in the store ({refusal}) nor in {outside} "
             f"({' '.join(str(error).split())}); give a writable folder with --index-dir or $MCN_CACHE_DIR"
         ) from None
 

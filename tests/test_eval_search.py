@@ -144,21 +144,6 @@ def test_search_cli(store, capsys, caplog):
 QUERY = ["whisk", "the", "batter", "-k", "3", "--preset", "quick_cpu"]
 
 
-def deny_s3_writes(bucket_url: str, prefix: str) -> None:
-    """A bucket policy on the test server that refuses uploads (PutObject, each part of one) below ``prefix``."""
-    import boto3
-
-    bucket = bucket_url.removeprefix("s3://")
-    statement = {
-        "Effect": "Deny",
-        "Principal": "*",
-        "Action": "s3:PutObject",
-        "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
-    }
-    policy = {"Version": "2012-10-17", "Statement": [statement]}
-    boto3.client("s3").put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
-
-
 def bucket_objects(url: str) -> dict[str, int]:
     return {storage.relative(p, url): storage.size(p) for p in storage.list_files(url, recursive=True)}
 
@@ -227,10 +212,12 @@ def test_a_changed_manifest_is_a_new_index(tmp_path):
     assert built and other != path
 
 
-def test_a_bucket_store_that_refuses_writes_keeps_its_index_outside(store, s3_bucket, cache, caplog):
+def test_a_bucket_store_that_refuses_writes_keeps_its_index_outside(
+    store, s3_bucket, s3_deny_writes, cache, caplog
+):
     url = f"{s3_bucket}/store"
     copy_store(store / "store", url)
-    deny_s3_writes(s3_bucket, "store/")
+    s3_deny_writes(s3_bucket, "store/")
     before = bucket_objects(url)
     model = tiny_model(seed=5)
     settings = config.search_quick_cpu()
@@ -265,11 +252,11 @@ def test_a_bucket_store_that_refuses_writes_keeps_its_index_outside(store, s3_bu
 
 
 @pytest.mark.slow
-def test_search_cli_on_a_bucket_store_that_refuses_writes(store, s3_bucket, cache, capsys):
+def test_search_cli_on_a_bucket_store_that_refuses_writes(store, s3_bucket, s3_deny_writes, cache, capsys):
     checkpoint = save_tiny_checkpoint(store / "run-bucket" / "step-000001", seed=6)
     url = f"{s3_bucket}/store"
     copy_store(store / "store", url)
-    deny_s3_writes(s3_bucket, "store/")
+    s3_deny_writes(s3_bucket, "store/")
     before = bucket_objects(url)
     first = run_search(url, checkpoint)
     assert first.returncode == 0, first.stderr

@@ -171,6 +171,8 @@ class SearchConfig:
     query: str = ""
     k: int = 10
     rebuild: bool = False
+    # Where the index goes when the store cannot be written; None: search-index/ in the cache folder.
+    index_dir: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     text: TextConfig = field(default_factory=TextConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -179,6 +181,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise MCNError(f"-k must be >= 1, got {self.k}")
+        if self.index_dir is not None and not self.index_dir.strip():
+            raise MCNError("--index-dir must name a folder (leave it out for the default cache folder)")
 
 
 def search_default() -> SearchConfig:

@@ -4,8 +4,11 @@ Moments are sliding windows (10 s long, every 5 s) and the spans of the store's 
 embedded once per checkpoint as ``video + audio`` (video alone for videos without audio) and kept in an index,
 ``STORE/index/<fingerprint>.npz``, written atomically through :mod:`mcn.storage` (so in the bucket too when the
 store is on object storage, where every machine that reads the store finds it); the fingerprint hashes the model
-weights, the store's shard list and the window settings, so a new checkpoint or a re-extracted store builds a
-new index and any later query reuses it. A video's score is its best moment's score.
+weights, the store's manifest (which lists every shard with its size and records the extractors' weights) and
+the window settings, so a new checkpoint or a re-extracted store builds a new index and any later query reuses
+it. A store that cannot be written (a read-only folder, a bucket that refuses uploads) is never changed: its
+index goes to a local folder instead (:func:`local_index_folder`), one subfolder per store location. A video's
+score is its best moment's score.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import hashlib
 import io
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,10 +42,12 @@ EPILOG = """examples:
   mcn search store/ --checkpoint runs/demo "crack the eggs into a bowl"
   mcn search store/ --checkpoint mcn_released.pth "whisk" -k 20 --device cuda
   mcn search store/ --checkpoint runs/demo "pour" --set windows.window_s=20 --set windows.hop_s=10
+  mcn search /mnt/shared/store --checkpoint runs/demo "flip" --index-dir ~/indexes   # a read-only store
 """
 
 INDEX_DIR = "index"
 INDEX_VERSION = 2
+LOCAL_INDEX_DIR = "search-index"  # below the cache folder
 
 
 @dataclass
@@ -72,19 +80,41 @@ def moment_spans(record: VideoRecord, settings: WindowConfig) -> list[tuple[floa
 def fingerprint(
     model: torch.nn.Module, reader: StoreReader, settings: WindowConfig, audio: AudioConfig
 ) -> str:
-    """Hash of the weights, the store's shards, the window settings and the log-mel padding."""
+    """Hash of the weights, the store's manifest, the window settings and the log-mel padding.
+
+    The manifest is written last by every job that changes a store and names each shard with its video ids and
+    byte size, and the extractors with their weights' sha256, so a store extracted again never matches an
+    older index."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     identity = {
         "version": INDEX_VERSION,
-        "shards": reader.manifest.get("shards"),
+        "manifest": reader.manifest,
         "settings": config_to_dict(settings),
         "audio": config_to_dict(audio),
     }
     digest.update(json.dumps(identity, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def cache_folder() -> Path:
+    """``$MCN_CACHE_DIR``, else ``$XDG_CACHE_HOME/mcn``, else ``~/.cache/mcn``."""
+    if os.environ.get("MCN_CACHE_DIR"):
+        return Path(os.environ["MCN_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mcn"
+
+
+def local_index_folder(root: storage.StorePath, index_dir: str | None = None) -> storage.StorePath:
+    """Where the indexes of the store at ``root`` go when the store cannot hold them: a folder of
+    ``index_dir`` (default: ``search-index`` in :func:`cache_folder`) named after the store's location (the
+    resolved path, or the URL), so that two stores never share one."""
+    base = os.path.expanduser(index_dir) if index_dir else cache_folder() / LOCAL_INDEX_DIR
+    location = str(root).rstrip("/") if storage.is_remote(root) else str(storage.local_path(root).resolve())
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", location)[-48:].strip("-.")
+    tag = hashlib.blake2b(location.encode(), digest_size=8).hexdigest()
+    return storage.join(base, f"{readable}-{tag}")
 
 
 def build_index(
@@ -148,19 +178,44 @@ def load_index(path: storage.StorePath) -> SearchIndex:
 def index_for(
     model, reader: StoreReader, config: SearchConfig, device: str | torch.device = "cpu"
 ) -> tuple[SearchIndex, storage.StorePath, bool]:
-    """The store's index for this model: loaded when it exists, else built and saved with the config that built
-    it (``<fingerprint>.config.json``). Returns (index, path, built)."""
+    """The store's index for this model: loaded from the store or from :func:`local_index_folder` when it is
+    there, else built and saved with the config that built it (``<fingerprint>.config.json``), in the store
+    when it can be written, else in the local folder. Returns (index, path, built)."""
     key = fingerprint(model, reader, config.windows, config.audio)
-    path = storage.join(reader.root, INDEX_DIR, f"{key}.npz")
-    if storage.is_file(path) and not config.rebuild:
-        return load_index(path), path, False
+    in_store = storage.join(reader.root, INDEX_DIR)
+    outside = local_index_folder(reader.root, config.index_dir)
+    if not config.rebuild:
+        for folder in (in_store, outside):
+            path = storage.join(folder, f"{key}.npz")
+            if storage.is_file(path):
+                return load_index(path), path, False
     runtime = config.runtime
     index = build_index(
         model, reader, config.windows, config.audio, runtime.batch_size, device, runtime.progress
     )
+    try:
+        return index, _save(in_store, key, index, config), True
+    except OSError as error:
+        refusal = " ".join(str(error).split())
+    logger.warning(
+        "the store cannot be written (%s): its index goes to %s instead (--index-dir chooses the folder)",
+        refusal,
+        outside,
+    )
+    try:
+        return index, _save(outside, key, index, config), True
+    except OSError as error:
+        raise MCNError(
+            f"cannot write the search index in the store ({refusal}) nor in {outside} "
+            f"({' '.join(str(error).split())}); give a writable folder with --index-dir or $MCN_CACHE_DIR"
+        ) from None
+
+
+def _save(folder: storage.StorePath, key: str, index: SearchIndex, config: SearchConfig) -> storage.StorePath:
+    path = storage.join(folder, f"{key}.npz")
     save_index(path, index)
-    save_config(config, storage.join(reader.root, INDEX_DIR, f"{key}.config.json"))
-    return index, path, True
+    save_config(config, storage.join(folder, f"{key}.config.json"))
+    return path
 
 
 @torch.no_grad()
@@ -181,6 +236,12 @@ BINDINGS = {
     options.Flag("--checkpoint", "step-N folder, RUN folder or released MCN .pth", "CKPT"): "checkpoint",
     options.Flag("-k", "results to print (default: 10)", "K"): "k",
     options.Flag("--rebuild", "rebuild the index even when one exists", switch=True): "rebuild",
+    options.Flag(
+        "--index-dir",
+        "folder for the index when the store cannot be written "
+        "(default: search-index/ in $MCN_CACHE_DIR, else in $XDG_CACHE_HOME/mcn or ~/.cache/mcn)",
+        "DIR",
+    ): "index_dir",
     **COMMON_BINDINGS,  # device, batch size, progress, word vectors, missing words, log-mel padding
 }
 

@@ -51,15 +51,16 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{bucket}"
 
 
-def deny_s3_reads(bucket_url: str, prefix: str) -> None:
-    """A bucket policy on the test server that refuses GetObject below ``prefix`` (HEAD still answers)."""
+def deny_s3(bucket_url: str, prefix: str, action: str) -> None:
+    """A bucket policy on the test server that refuses ``action`` (``s3:GetObject``: reads, HEAD still
+    answers; ``s3:PutObject``: uploads, each part of one) on the objects below ``prefix``."""
     import boto3
 
     bucket = bucket_url.removeprefix("s3://")
     statement = {
         "Effect": "Deny",
         "Principal": "*",
-        "Action": "s3:GetObject",
+        "Action": action,
         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
     }
     policy = {"Version": "2012-10-17", "Statement": [statement]}
@@ -69,4 +70,10 @@ def deny_s3_reads(bucket_url: str, prefix: str) -> None:
 @pytest.fixture
 def s3_deny_reads():
     """``s3_deny_reads(bucket_url, prefix)``: the test server refuses reads of the objects below ``prefix``."""
-    return deny_s3_reads
+    return lambda bucket_url, prefix: deny_s3(bucket_url, prefix, "s3:GetObject")
+
+
+@pytest.fixture
+def s3_deny_writes():
+    """``s3_deny_writes(bucket_url, prefix)``: the test server refuses uploads below ``prefix``."""
+    return lambda bucket_url, prefix: deny_s3(bucket_url, prefix, "s3:PutObject")

@@ -1,9 +1,16 @@
-"""`mcn search`: the moment index is built once per checkpoint, saved atomically and reused."""
+"""`mcn search`: the moment index is built once per checkpoint, saved atomically and reused; a store that
+cannot be written keeps its index in a local folder instead."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +21,15 @@ from mcn import cli, storage
 from mcn.errors import MCNError
 from mcn.eval import config, embed, search
 from mcn.store import StoreReader, copy_store
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """An empty cache folder, named by $MCN_CACHE_DIR for this process and the ones it starts: no test reads
+    or writes the user's."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MCN_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +137,172 @@ def test_search_cli(store, capsys, caplog):
     # no word2vec file: the word would vanish from the query
     assert cli.main(["search", str(store / "store"), "--checkpoint", str(checkpoint), "omelette"]) == 2
     assert "'omelette'" in capsys.readouterr().err
+
+
+# ---- stores that cannot be written ------------------------------------------------------------------------
+
+QUERY = ["whisk", "the", "batter", "-k", "3", "--preset", "quick_cpu"]
+
+
+def bucket_objects(url: str) -> dict[str, int]:
+    return {storage.relative(p, url): storage.size(p) for p in storage.list_files(url, recursive=True)}
+
+
+def folder_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_mode, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in [root, *root.rglob("*")]
+    }
+
+
+def run_search(store, checkpoint, *extra: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``mcn search`` in its own process, with INFO logs on stderr."""
+    command = [*prefix, sys.executable, "-m", "mcn", "search", str(store), "--checkpoint", str(checkpoint)]
+    env = {**os.environ, "MCN_LOG_LEVEL": "INFO", "MCN_DEBUG": ""}
+    return subprocess.run([*command, *QUERY, *extra], capture_output=True, text=True, env=env, timeout=300)
+
+
+def writable_results(store, checkpoint, capsys) -> str:
+    """What `mcn search` prints for the query on a writable copy of the store."""
+    assert cli.main(["search", str(store), "--checkpoint", str(checkpoint), *QUERY]) == 0
+    return capsys.readouterr().out
+
+
+def test_local_index_folder_is_named_after_the_store_location(tmp_path, monkeypatch):
+    monkeypatch.delenv("MCN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert search.cache_folder() == tmp_path / "xdg" / "mcn"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty is unset
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert search.cache_folder() == tmp_path / "home" / ".cache" / "mcn"
+    monkeypatch.setenv("MCN_CACHE_DIR", str(tmp_path / "mine"))
+    assert search.cache_folder() == tmp_path / "mine"
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    folder = search.local_index_folder(tmp_path / "a")
+    assert folder.parent == tmp_path / "mine" / search.LOCAL_INDEX_DIR
+    assert search.local_index_folder(tmp_path / "b") == folder  # the same store by another name
+    monkeypatch.chdir(tmp_path)
+    assert search.local_index_folder("a") == folder
+    assert search.local_index_folder(tmp_path / "c") != folder
+    remote = search.local_index_folder("s3://bucket/stores/a")
+    assert remote.parent == folder.parent and remote.name.startswith("s3-bucket-stores-a-")
+    assert search.local_index_folder("s3://bucket/stores/a/") == remote
+    assert remote not in {
+        search.local_index_folder("s3://bucket/stores/b"),
+        search.local_index_folder("s3://other/stores/a"),
+    }
+    chosen = search.local_index_folder("s3://bucket/stores/a", str(tmp_path / "chosen"))
+    assert chosen == tmp_path / "chosen" / remote.name
+    with pytest.raises(MCNError, match="--index-dir must name a folder"):
+        config.SearchConfig(index_dir=" ")
+
+
+def test_a_changed_manifest_is_a_new_index(tmp_path):
+    make_store(tmp_path / "store", num_videos=2, seconds=12)
+    model = tiny_model(seed=0)
+    settings = config.search_quick_cpu()
+    _, path, built = search.index_for(model, StoreReader(tmp_path / "store"), settings)
+    assert built
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    manifest["extractors"] = {"feat_2d": {"weights_sha256": "another"}}  # the same shards, extracted anew
+    (tmp_path / "store" / "manifest.json").write_text(json.dumps(manifest))
+    _, other, built = search.index_for(model, StoreReader(tmp_path / "store"), settings)
+    assert built and other != path
+
+
+def test_a_bucket_store_that_refuses_writes_keeps_its_index_outside(
+    store, s3_bucket, s3_deny_writes, cache, caplog
+):
+    url = f"{s3_bucket}/store"
+    copy_store(store / "store", url)
+    s3_deny_writes(s3_bucket, "store/")
+    before = bucket_objects(url)
+    model = tiny_model(seed=5)
+    settings = config.search_quick_cpu()
+    with caplog.at_level(logging.WARNING):
+        index, path, built = search.index_for(model, StoreReader(url), settings)
+    folder = search.local_index_folder(url)
+    assert (
+        built
+        and path
+        == folder / f"{search.fingerprint(model, StoreReader(url), settings.windows, settings.audio)}.npz"
+    )
+    assert path.exists() and path.with_suffix(".config.json").exists() and folder.parent.parent == cache
+    assert (
+        "cannot be written" in caplog.text and "ACCESS_DENIED" in caplog.text and str(folder) in caplog.text
+    )
+    assert bucket_objects(url) == before  # the store is not changed
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again, path_again, built_again = search.index_for(model, StoreReader(url), settings)
+    assert not built_again and path_again == path and not caplog.text
+    local = search.build_index(
+        model, StoreReader(store / "store"), settings.windows, settings.audio, settings.runtime.batch_size
+    )
+    for name in ("video_ids", "starts", "ends", "kinds", "embeddings_MD"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(local, name))
+
+    blocked = cache / "a-file"
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a folder")
+    with pytest.raises(MCNError, match="nor in .*--index-dir"):
+        search.index_for(model, StoreReader(url), replace(settings, index_dir=str(blocked), rebuild=True))
+
+
+@pytest.mark.slow
+def test_search_cli_on_a_bucket_store_that_refuses_writes(store, s3_bucket, s3_deny_writes, cache, capsys):
+    checkpoint = save_tiny_checkpoint(store / "run-bucket" / "step-000001", seed=6)
+    url = f"{s3_bucket}/store"
+    copy_store(store / "store", url)
+    s3_deny_writes(s3_bucket, "store/")
+    before = bucket_objects(url)
+    first = run_search(url, checkpoint)
+    assert first.returncode == 0, first.stderr
+    folder = search.local_index_folder(url)
+    assert "cannot be written" in first.stderr and f"built index {folder}" in first.stderr
+    assert [p.suffix for p in sorted(folder.iterdir())] == [".json", ".npz"]
+    second = run_search(url, checkpoint)
+    assert second.returncode == 0, second.stderr
+    assert f"using index {folder}" in second.stderr and "cannot be written" not in second.stderr
+    assert bucket_objects(url) == before
+    assert first.stdout == second.stdout == writable_results(store / "store", checkpoint, capsys)
+
+
+@pytest.mark.slow
+def test_search_cli_on_a_read_only_folder(store, tmp_path, cache, capsys):
+    checkpoint = save_tiny_checkpoint(store / "run-folder" / "step-000001", seed=7)
+    root = tmp_path / "read-only"
+    copy_store(store / "store", root)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:  # root writes through any mode bits: run the search without that privilege
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root, and setpriv (util-linux) is not there to drop the right to write")
+        prefix = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        refused = "try:\n    open(PATH, 'w')\nexcept PermissionError:\n    raise SystemExit(3)"
+        probe = subprocess.run(
+            [*prefix, sys.executable, "-c", refused.replace("PATH", repr(str(root / "probe")))],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode != 3:
+            pytest.skip(
+                f"cannot make a folder read-only for this user (root that setpriv cannot restrict?): {probe.stderr}"
+            )
+        before = folder_state(root)
+        first = run_search(root, checkpoint, prefix=prefix)
+        assert first.returncode == 0, first.stderr
+        folder = search.local_index_folder(root)
+        assert "cannot be written" in first.stderr and "Permission denied" in first.stderr
+        assert f"built index {folder}" in first.stderr and folder_state(root) == before
+        chosen = tmp_path / "chosen"
+        second = run_search(root, checkpoint, "--index-dir", str(chosen), prefix=prefix)
+        assert second.returncode == 0 and f"built index {chosen / folder.name}" in second.stderr
+    finally:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert first.stdout == second.stdout == writable_results(store / "store", checkpoint, capsys)

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mcn import __version__, shard_reader, storage, store
+from mcn import __version__, storage, store
 from mcn.configs import config_to_dict, write_json_atomic
 from mcn.errors import MCNError
 from mcn.pipeline.config import PipelineConfig, ShardConfig
@@ -205,8 +205,7 @@ def scan_store(root: storage.StorePath) -> StoreScan:
     """Read and check every shard (whole files, not their feature bytes), the failure tables, the manifest and
     the identity; anything damaged is listed in ``damaged``, nothing is changed. ``root`` may be a URL."""
     root = storage.join(root)
-    if storage.is_remote(root):
-        shard_reader.forget_remote(str(root))  # read every shard as the bucket holds it now
+    store.forget_open_shards(root)  # read every shard as the bucket holds it now
     scan = StoreScan()
     for path in [storage.join(root, name) for name in FOLDERS]:
         if storage.is_link(path):

@@ -16,6 +16,7 @@ request, through :mod:`mcn.storage`), so that a resumed job can tell a changed s
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 import unicodedata
 from dataclasses import dataclass
@@ -265,6 +266,11 @@ def _anchored(base: Path | str, path: str) -> str:
     """A manifest's path: a URL as it is, a path relative to the manifest's folder (or prefix) made whole."""
     if storage.is_remote(path) or os.path.isabs(path):
         return path
-    if isinstance(base, str):  # a manifest in a bucket: its relative paths are keys below its prefix
-        return str(storage.join(base, *path.split("/")))
+    if isinstance(base, str):  # a manifest in a bucket: its relative paths are keys relative to its prefix
+        scheme, rest = base.split("://", 1)
+        bucket, _, prefix = rest.partition("/")
+        key = posixpath.normpath(posixpath.join(prefix, path)).lstrip("/")
+        if key == ".." or key.startswith("../"):
+            return path  # leaves the bucket: not a key, left for the fetch to report as missing
+        return f"{scheme}://{bucket}/{key}"
     return str(base / path)

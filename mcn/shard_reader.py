@@ -87,6 +87,17 @@ def open_shard(path: StorePath) -> Iterator[Shard]:
         yield Shard(file, footer, threading.Lock(), remote=False)
 
 
+def forget_remote(prefix: str) -> None:
+    """Close and drop this process's open remote shards below ``prefix``, so that the next reads see the
+    objects as they are now (a check of a whole store, after another tool may have replaced objects)."""
+    prefix = prefix.rstrip("/") + "/"
+    with _cache_lock:
+        for key in [k for k in _remote_shards if k[1].startswith(prefix)]:
+            shard = _remote_shards.pop(key)
+            with contextlib.suppress(Exception):
+                shard.file.close()
+
+
 # Reading a gap this small between two wanted column chunks of a remote shard costs less client CPU than one
 # more request (about a millisecond, as much as receiving ~1 MB).
 MAX_GAP_BYTES = 256 << 10

@@ -10,13 +10,21 @@ Writes are atomic everywhere (:func:`atomic_write`): a local file is written und
 folder, fsynced and renamed; an object is uploaded from a complete local spool file in one call, so that the
 object store publishes it only as a whole (a completed single PUT or multipart upload). A killed writer leaves
 a temporary file that :func:`remove_temporaries` clears, or an unfinished upload that no listing shows.
+:func:`move` renames a local file; on an object store it copies the object (server side), then deletes it.
+
+:func:`acquire_lock` is an exclusive lock for one writer of a folder: ``flock`` on a local file, or on S3 an
+object created with a conditional write (``If-None-Match: *``) and kept alive by a heartbeat (see
+:class:`ObjectLock`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import fnmatch
+import json
+import logging
 import os
 import re
 import secrets
@@ -24,6 +32,7 @@ import signal
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import BinaryIO
@@ -32,6 +41,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from mcn.errors import MCNError
+
+logger = logging.getLogger(__name__)
 
 StorePath = str | Path
 TEMPORARY_MARK = ".tmp-"  # a temporary file is ".<name>.tmp-<pid>-<random>"
@@ -262,6 +273,250 @@ def remove_temporaries(folder: StorePath) -> list[str]:
     for path in stray:
         path.unlink(missing_ok=True)
     return [p.name for p in stray]
+
+
+def move(source: StorePath, target: StorePath) -> None:
+    """Move a file (both paths on one filesystem). Local: a rename of the entry itself, so a link is moved, not
+    followed. Object store: a server-side copy, then the source is deleted (a kill between the two leaves both)."""
+    if not is_remote(source):
+        os.rename(local_path(source), local_path(target))
+        return
+    filesystem, where = resolve(source)
+    _, target_where = resolve(target)
+    filesystem.copy_file(where, target_where)
+    filesystem.delete_file(where)
+
+
+# ---- one writer at a time -----------------------------------------------------------------------------------
+LOCK_LEASE_S = 120.0  # an object lock whose heartbeat is older than this is taken over
+
+
+class LockBusy(MCNError):
+    """The lock is held by another live writer; ``holder`` is what that writer recorded (may be empty)."""
+
+    def __init__(self, message: str, holder: dict):
+        super().__init__(message)
+        self.holder = holder
+
+
+class FileLock:
+    """``flock`` on a local lock file, held until :meth:`release` (the system drops it when the process ends)."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    def check(self) -> None:
+        """A local lock cannot be lost while it is held."""
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_lockable(path: StorePath) -> None:
+    """Raise unless :func:`acquire_lock` can lock ``path``: a local path or an ``s3://`` URL."""
+    if is_remote(path) and not str(path).startswith("s3://"):
+        raise MCNError(
+            f"{path}: this filesystem offers no exclusive create, which a writer's lock needs; write to a "
+            "local folder or an s3:// bucket (then copy the result, e.g. with `mcn store copy`)"
+        )
+
+
+def acquire_lock(path: StorePath, busy: str, lease_s: float = LOCK_LEASE_S) -> FileLock | ObjectLock:
+    """Take the exclusive lock ``path`` (a local file or an S3 object), or raise :class:`LockBusy` with the
+    message ``busy`` when another writer holds it. A local lock file is never followed through a link."""
+    check_lockable(path)
+    if is_remote(path):
+        return ObjectLock(str(path), busy, lease_s)
+    path = local_path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MCNError(
+                f"{path} is a symbolic link; a store holds no links: remove it and rerun"
+            ) from None
+        raise MCNError(f"cannot open the lock file {path} ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MCNError(f"{path} is not a regular file; remove it and rerun")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockBusy(busy, {}) from None
+    return FileLock(path, fd)
+
+
+def _this_process() -> dict:
+    import socket
+
+    import psutil
+
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            boot_id = file.read().strip()
+    except OSError:
+        boot_id = ""
+    return {
+        "host": socket.gethostname(),
+        "boot_id": boot_id,
+        "pid": os.getpid(),
+        "pid_started": psutil.Process().create_time(),
+    }
+
+
+def _process_ended(holder: dict) -> bool:
+    """Whether ``holder`` names a process of this machine (same host and boot) that no longer runs."""
+    import psutil
+
+    here = _this_process()
+    if not holder.get("boot_id") or (holder.get("host"), holder.get("boot_id")) != (
+        here["host"],
+        here["boot_id"],
+    ):
+        return False
+    try:
+        return abs(psutil.Process(int(holder["pid"])).create_time() - float(holder["pid_started"])) > 0.01
+    except psutil.NoSuchProcess:
+        return True
+    except (KeyError, TypeError, ValueError, psutil.Error):
+        return False
+
+
+class ObjectLock:
+    """An exclusive lock in an S3 bucket: the lock object is created only if absent (a conditional PUT,
+    ``If-None-Match: *``), so exactly one of two racing writers gets it. It records its holder (host, boot,
+    process) and a heartbeat thread rewrites it every ``lease_s / 4`` (``If-Match`` its last ETag).
+
+    A lock left behind is taken over (``If-Match`` its ETag, so again by one writer only) when its process has
+    ended on this machine, or when the bucket's clock says it has not been rewritten for ``lease_s``: a killed
+    writer elsewhere delays the next one by at most the lease. A writer whose lock was taken over (it stalled
+    for longer than the lease) is told so by :meth:`check` and must stop writing.
+    """
+
+    def __init__(self, url: str, busy: str, lease_s: float = LOCK_LEASE_S):
+        import boto3
+
+        self.url, self.lease_s = url, lease_s
+        self.bucket, _, self.key = url[len("s3://") :].partition("/")
+        self._client = boto3.client("s3", region_name=os.environ.get("AWS_REGION") or None)
+        self._record = {**_this_process(), "token": secrets.token_hex(16), "lease_s": lease_s}
+        self._etag = self._create(busy)
+        self._lost = False
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="mcn-lock-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def _put(self, **condition: str) -> str:
+        body = json.dumps({**self._record, "written": time.time()}).encode()
+        return self._client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
+
+    def _create(self, busy: str) -> str:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._put(IfNoneMatch="*")
+        except ClientError as error:
+            if not _precondition_failed(error):
+                raise MCNError(f"cannot take the lock {self.url} ({_client_error(error)})") from None
+        try:
+            found = self._client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as error:
+            raise MCNError(f"cannot read the lock {self.url} ({_client_error(error)}); rerun") from None
+        try:
+            holder = json.loads(found["Body"].read())
+            holder = holder if isinstance(holder, dict) else {}
+        except ValueError:
+            holder = {}
+        server_now = found["ResponseMetadata"]["HTTPHeaders"].get("date")
+        age = _age_s(found["LastModified"], server_now)
+        lease = float(holder.get("lease_s") or self.lease_s)
+        if not (_process_ended(holder) or age > lease):
+            who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown writer"
+            raise LockBusy(
+                f"{busy} (the lock {self.url} is held by {who}, last renewed {age:.0f} s ago; a lock that is "
+                f"not renewed for {lease:.0f} s is taken over)",
+                holder,
+            )
+        try:
+            etag = self._put(IfMatch=found["ETag"])
+        except ClientError as error:
+            if _precondition_failed(error):  # another writer took it over first
+                raise LockBusy(f"{busy} (the lock {self.url} was just taken by another writer)", {}) from None
+            raise MCNError(f"cannot take the lock {self.url} ({_client_error(error)})") from None
+        logger.warning(
+            "took over the lock %s of %s (%s)",
+            self.url,
+            f"process {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown writer",
+            "its process has ended" if _process_ended(holder) else f"not renewed for {age:.0f} s",
+        )
+        return etag
+
+    def _beat(self) -> None:
+        from botocore.exceptions import ClientError
+
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                self._etag = self._put(IfMatch=self._etag)
+            except ClientError as error:
+                if _precondition_failed(error) or error.response.get("Error", {}).get("Code") == "NoSuchKey":
+                    self._lost = True
+                    logger.error("the lock %s was taken over by another writer", self.url)
+                    return
+                logger.warning("could not renew the lock %s (%s); retrying", self.url, _client_error(error))
+            except Exception as error:  # a network failure: try again at the next beat
+                logger.warning("could not renew the lock %s (%s); retrying", self.url, error)
+
+    def check(self) -> None:
+        """Raise when another writer has taken the lock over."""
+        if self._lost:
+            raise MCNError(
+                f"the lock {self.url} was taken over by another writer (this one stalled for more than "
+                f"{self.lease_s:.0f} s); stopped without writing more"
+            )
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._heartbeat.join()
+        if self._lost:
+            return
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self._etag)
+        except ClientError as error:
+            if _precondition_failed(error):
+                return  # no longer ours
+            with contextlib.suppress(Exception):  # a store without conditional deletes
+                self._client.delete_object(Bucket=self.bucket, Key=self.key)
+        except Exception as error:  # left behind: taken over once its process has ended or its lease ran out
+            logger.warning("could not remove the lock %s (%s)", self.url, error)
+
+
+def _precondition_failed(error: Exception) -> bool:
+    response = getattr(error, "response", {}) or {}
+    return response.get("Error", {}).get("Code") in (
+        "PreconditionFailed",
+        "ConditionalRequestConflict",
+    ) or response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
+
+
+def _client_error(error: Exception) -> str:
+    response = getattr(error, "response", {}) or {}
+    details = response.get("Error", {})
+    return f"{details.get('Code', type(error).__name__)}: {details.get('Message', error)}"
+
+
+def _age_s(last_modified, server_date: str | None) -> float:
+    """Seconds between an object's modification and the server's clock (this machine's clock without one)."""
+    from email.utils import parsedate_to_datetime
+
+    now = parsedate_to_datetime(server_date).timestamp() if server_date else time.time()
+    return max(0.0, now - last_modified.timestamp())
 
 
 @contextlib.contextmanager

@@ -315,6 +315,13 @@ def shard_summary(path: StorePath) -> ShardSummary:
     )
 
 
+def forget_open_shards(root: StorePath) -> None:
+    """Let the next reads of a remote store's shards see the objects as they are now (this process keeps remote
+    shards open between reads; a check of the whole store, e.g. before a job resumes, starts afresh)."""
+    if storage.is_remote(root):
+        shard_reader.forget_remote(str(storage.join(root)))
+
+
 def list_shards(root: StorePath) -> list[StorePath]:
     """Everything in ``shards/`` named ``shard-NNNNNN.parquet`` (temporary files are never listed); links and
     folders of such a name are listed too, so that whoever reads them finds them damaged."""

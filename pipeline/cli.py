@@ -14,7 +14,8 @@ DESCRIPTION = (
 )
 EPILOG = """\
 INPUT is a folder of videos with same-stem sidecar captions (.vtt, .srt, .json, .csv), or a CSV/Parquet
-manifest with a video_path column and optional caption_path and video_id columns.
+manifest with a video_path column and optional caption_path and video_id columns. INPUT, the paths in a
+manifest and --out may be object-store URLs (s3://bucket/prefix; the standard AWS_* variables configure it).
 
 examples:
   mcn extract videos/ --out store/ --weights-2d resnet152-f82ba261.pth --weights-3d resnext-101-kinetics.pth \\
@@ -23,11 +24,12 @@ examples:
   mcn extract videos/ --out store/ --set stages.decode_lookahead=3 --set extract.decode.timeout_s=600
   mcn extract videos/ --out store/ --retry-failed          # try the failures table's videos again
   ray job submit --address http://HEAD:8265 -- mcn extract /data/videos --out /data/store ...
+  mcn extract s3://bucket/videos --out s3://bucket/store --preset tiny_cpu   # a bucket in, a bucket out
 """
 
 
 BINDINGS = {
-    options.OUT.described("store folder (created; an existing store is resumed)"): "out",
+    options.OUT.described("store folder or s3:// prefix (created; an existing store is resumed)"): "out",
     options.MODEL_2D: "extract.models.model_2d",
     options.MODEL_3D: "extract.models.model_3d",
     options.WEIGHTS_2D: "extract.models.weights_2d",
@@ -71,7 +73,9 @@ BINDINGS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mcn.pipeline.config import PRESETS
 
-    parser.add_argument("input", help="folder of videos (+ sidecar captions) or a CSV/Parquet manifest")
+    parser.add_argument(
+        "input", help="folder or bucket prefix of videos (+ sidecar captions), or a CSV/Parquet manifest"
+    )
     options.add_preset_and_set(parser, PRESETS, "default")
     options.add_flags(parser, BINDINGS, required=(options.OUT,))
 

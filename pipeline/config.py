@@ -115,7 +115,7 @@ class PipelineConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.input and self.out and Path(self.out).resolve() == Path(self.input).resolve():
+        if self.input and self.out and _same_place(self.input, self.out):
             raise MCNError("the output store must not be the input folder; pass a new folder to --out")
         decode, runtime = self.extract.decode, self.extract.runtime
         seconds_in_flight = self.stages.windows_in_flight * decode.window_seconds
@@ -133,11 +133,12 @@ class PipelineConfig:
         """Before a run: both paths are given."""
         if not self.input or not self.out:
             raise MCNError("give both the input (folder or manifest) and the output store folder (--out)")
-        if storage.is_remote(self.out):
-            raise MCNError(
-                f"--out {self.out}: extraction writes a local or shared folder; give a folder, then publish the "
-                f"finished store with `mcn store copy FOLDER {self.out}`"
-            )
+
+
+def _same_place(a: str, b: str) -> bool:
+    if storage.is_remote(a) or storage.is_remote(b):
+        return str(a).rstrip("/") == str(b).rstrip("/")
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def default() -> PipelineConfig:

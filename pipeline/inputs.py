@@ -8,13 +8,15 @@ gives two rows the same id (good or bad), is a one-line :class:`~mcn.errors.MCNE
 
 Every local path leaves here absolute (workers of a cluster run in other folders); a manifest's video and
 caption paths may also be URLs (``s3://bucket/key.mp4``, any filesystem :mod:`mcn.storage` resolves), which
-are kept as they are. Every video carries the size and modification time of its file (of its object: one
+are kept as they are. The input itself may be a URL too: a manifest object, or a bucket prefix read like a
+folder (its objects listed, sidecars matched by name), so that a cluster needs no shared folder at all. Every video carries the size and modification time of its file (of its object: one
 request, through :mod:`mcn.storage`), so that a resumed job can tell a changed source from the one it extracted.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 import unicodedata
 from dataclasses import dataclass
@@ -98,7 +100,20 @@ def video_id_problem(video_id: str) -> str | None:
 
 
 def read_inputs(source: str | Path) -> tuple[list[VideoItem], list[InputProblem]]:
-    """Items and per-row problems of a video folder or a manifest file, in input order."""
+    """Items and per-row problems of a video folder or a manifest file (local, or a URL), in input order."""
+    if storage.is_remote(source):
+        try:
+            if storage.is_file(source):
+                rows = _manifest_rows(str(source))
+            elif storage.is_dir(source):
+                rows = _remote_folder_rows(str(source))
+            else:
+                raise MCNError(
+                    f"input {source} does not exist: give a prefix of videos or a CSV/Parquet manifest"
+                )
+        except OSError as error:
+            raise MCNError(f"input {source} cannot be read ({' '.join(str(error).split())[:300]})") from None
+        return _items(source, rows)
     source = Path(os.path.abspath(source))
     if source.is_dir():
         rows = _folder_rows(source)
@@ -108,6 +123,10 @@ def read_inputs(source: str | Path) -> tuple[list[VideoItem], list[InputProblem]
         raise MCNError(f"input {source} is neither a folder nor a regular file: give a folder or a manifest")
     else:
         raise MCNError(f"input {source} does not exist: give a folder of videos or a CSV/Parquet manifest")
+    return _items(source, rows)
+
+
+def _items(source: str | Path, rows: list[Row]) -> tuple[list[VideoItem], list[InputProblem]]:
     _refuse_duplicate_ids(source, rows)
     items: list[VideoItem] = []
     problems: list[InputProblem] = []
@@ -137,7 +156,7 @@ def read_inputs(source: str | Path) -> tuple[list[VideoItem], list[InputProblem]
 Row = tuple[str, str, str | None, str]  # video id, video path, caption path, where it is in the input
 
 
-def _refuse_duplicate_ids(source: Path, rows: list[Row]) -> None:
+def _refuse_duplicate_ids(source: str | Path, rows: list[Row]) -> None:
     where: dict[str, list[str]] = {}
     for video_id, _, _, location in rows:
         where.setdefault(video_id, []).append(location)
@@ -172,15 +191,41 @@ def _folder_rows(folder: Path) -> list[Row]:
     return rows
 
 
-def _manifest_rows(path: Path) -> list[Row]:
-    """Rows of a CSV/Parquet manifest: video_path (required), caption_path and video_id (optional).
+def _remote_folder_rows(folder: str) -> list[Row]:
+    """Videos below a bucket prefix (or any remote folder), like :func:`_folder_rows`: id = object name stem,
+    captions = the same-stem sidecar object."""
+    files = [str(f) for f in storage.list_files(folder, recursive=True)]
+    present = set(files)
+    rows = []
+    for url in files:
+        relative = storage.relative(url, folder)
+        stem, suffix = os.path.splitext(url)
+        hidden = any(part.startswith(".") for part in relative.split("/"))
+        if not hidden and suffix.lower() in VIDEO_SUFFIXES:
+            caption = next((stem + s for s in CAPTION_SUFFIXES if stem + s in present), None)
+            rows.append((Path(storage.name(url)).stem, url, caption, relative))
+    if not rows:
+        raise MCNError(
+            f"{folder} holds no videos ({', '.join(VIDEO_SUFFIXES)}); give a prefix of videos or a manifest"
+        )
+    return rows
 
-    Relative paths are relative to the manifest's (resolved) folder.
+
+def _manifest_rows(path: Path | str) -> list[Row]:
+    """Rows of a CSV/Parquet manifest (a local file or a URL): video_path (required), caption_path and
+    video_id (optional).
+
+    Relative paths are relative to the manifest's (resolved) folder, or its prefix for a URL.
     """
-    if path.suffix.lower() not in MANIFEST_SUFFIXES:
-        raise MCNError(f"{path}: a manifest must be .csv or .parquet (got {path.suffix or 'no suffix'})")
+    suffix = os.path.splitext(storage.name(path))[1].lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise MCNError(f"{path}: a manifest must be .csv or .parquet (got {suffix or 'no suffix'})")
     try:
-        if path.suffix.lower() == ".csv":
+        if storage.is_remote(path):
+            path_or_file = pa.BufferReader(storage.read_bytes(path))
+        else:
+            path_or_file = path
+        if suffix == ".csv":
             options = pa_csv.ConvertOptions(
                 strings_can_be_null=True,
                 column_types={
@@ -189,9 +234,9 @@ def _manifest_rows(path: Path) -> list[Row]:
                     "caption_path": pa.string(),
                 },
             )
-            table = pa_csv.read_csv(path, convert_options=options)
+            table = pa_csv.read_csv(path_or_file, convert_options=options)
         else:
-            table = pq.read_table(path)
+            table = pq.read_table(path_or_file)
     except (pa.ArrowInvalid, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MCNError(f"{path}: unreadable manifest ({first_line})") from None
@@ -200,7 +245,7 @@ def _manifest_rows(path: Path) -> list[Row]:
             f"{path}: manifest has no 'video_path' column (columns: {', '.join(table.column_names) or 'none'}); "
             "needed: video_path, optional caption_path and video_id"
         )
-    base = path.resolve().parent
+    base = str(path).rsplit("/", 1)[0] if storage.is_remote(path) else Path(path).resolve().parent
     data = table.to_pydict()
     num_rows = table.num_rows
     rows = []
@@ -217,6 +262,15 @@ def _manifest_rows(path: Path) -> list[Row]:
     return rows
 
 
-def _anchored(base: Path, path: str) -> str:
-    """A manifest's path: a URL as it is, a local path made absolute (relative to the manifest's folder)."""
-    return path if storage.is_remote(path) else str(base / path)
+def _anchored(base: Path | str, path: str) -> str:
+    """A manifest's path: a URL as it is, a path relative to the manifest's folder (or prefix) made whole."""
+    if storage.is_remote(path) or os.path.isabs(path):
+        return path
+    if isinstance(base, str):  # a manifest in a bucket: its relative paths are keys relative to its prefix
+        scheme, rest = base.split("://", 1)
+        bucket, _, prefix = rest.partition("/")
+        key = posixpath.normpath(posixpath.join(prefix, path)).lstrip("/")
+        if key == ".." or key.startswith("../"):
+            return path  # leaves the bucket: not a key, left for the fetch to report as missing
+        return f"{scheme}://{bucket}/{key}"
+    return str(base / path)

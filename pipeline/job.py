@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -23,14 +24,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 from tqdm import tqdm
 
-from mcn import store
+from mcn import storage, store
 from mcn.configs import save_config
 from mcn.errors import MCNError
 from mcn.extract.batching import MODEL_KINDS, BatchFiller, Piece
@@ -45,13 +45,40 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0  # a cluster's GCS port answers at once; no answer in 10 s is no cluster
 
 
+# The standard object-store settings of the driver reach every worker (a node may have none of its own).
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's :data:`FORWARDED_ENV` settings, minus those the submitted job's runtime env already sets
+    (Ray refuses a driver that sets the same variable again)."""
+    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        given = (job.get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        given = {}
+    return {name: value for name, value in env.items() if name not in given}
+
+
 def start_ray(config: PipelineConfig) -> bool:
-    """Join ``ray.address`` / $RAY_ADDRESS (as under ``ray job submit``) or start a local Ray; True if started."""
+    """Join ``ray.address`` / $RAY_ADDRESS (as under ``ray job submit``) or start a local Ray; True if started.
+    On a cluster the driver's object-store settings (:func:`worker_env`) go to the job's workers."""
     if ray.is_initialized():
         return False
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=config.ray.log_to_driver)
+        env = worker_env()
+        runtime_env = {"env_vars": env} if env else None
+        ray.init(address=address, log_to_driver=config.ray.log_to_driver, runtime_env=runtime_env)
     else:
         ray.init(
             num_cpus=config.ray.num_cpus,
@@ -466,7 +493,7 @@ def run_extraction(config: PipelineConfig) -> dict:
         if todo:  # else everything is already in a shard or the failures: no Ray needed
             started_ray = _join_ray(config)
         writer.commit()
-        save_config(config, Path(config.out) / CONFIG)
+        save_config(config, storage.join(config.out, CONFIG))
         writer.sources = {item.video_id: item.source() for item in todo}
         writer.record_failures(
             [
@@ -538,7 +565,7 @@ def absolute_paths(config: PipelineConfig) -> PipelineConfig:
     """
 
     def absolute(path: str | None) -> str | None:
-        return os.path.abspath(path) if path else path
+        return os.path.abspath(path) if path and not storage.is_remote(path) else path
 
     extract, models = config.extract, config.extract.models
     ffmpeg = extract.decode.ffmpeg

@@ -310,7 +310,7 @@ def repair_store(root: str | Path) -> tuple[Path | None, dict[Path, str]]:
             (root / store.MANIFEST).unlink()
         return quarantine(root, damaged), damaged
     finally:
-        os.close(lock)
+        lock.release()
 
 
 def _repair(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """The store side of the extraction job: resume state, shard writing, failure parts, words and manifest.
 
-Progress is nothing but files in STORE, each written atomically (temporary name, then rename):
+Progress is nothing but files in STORE, each written atomically (:func:`mcn.storage.atomic_write`: a temporary
+name, then rename; in a bucket, an object that appears only when its upload is complete). STORE may be a local
+folder or an ``s3://bucket/prefix`` (the writer's lock is then an object created with a conditional write):
 
 - ``.mcn-store``: the marker, written first, that makes the folder a store;
 - ``shards/shard-NNNNNN.parquet``: whole videos, self-describing (their ids are in the file), in store format 2
@@ -23,12 +25,10 @@ per video, minus videos that have since succeeded), then writes ``words.parquet`
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
-import stat
-import tempfile
+import secrets
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,43 +82,46 @@ def record_nbytes(record: store.VideoRecord) -> int:
 
 
 # ---- the folder ---------------------------------------------------------------------------------------------
-def claim_store_folder(root: Path) -> None:
-    """Make ``root`` a store: create it, or accept an empty folder or a store; the marker is written first.
-
-    A folder holding anything else is refused untouched, so that no user file is deleted or overwritten.
-    """
-    if root.exists() and not root.is_dir():
-        raise MCNError(f"--out {root} is a file; give a folder for the store")
+def claim_store_folder(root: storage.StorePath) -> None:
+    """Make ``root`` a store: create it, or accept an empty folder (an empty bucket prefix) or a store; the
+    marker is written first. A folder holding anything else is refused untouched, so that no user file is
+    deleted or overwritten."""
+    remote = storage.is_remote(root)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        if os.path.lexists(root / MARKER):
-            _check_regular(root / MARKER)
+        if storage.is_file(root):
+            raise MCNError(f"--out {root} is a file; give a folder for the store")
+        if not remote:
+            Path(root).mkdir(parents=True, exist_ok=True)
+        marker = storage.join(root, MARKER)
+        if storage.lexists(marker):
+            _check_regular(marker)
             return
-        entries = sorted(os.listdir(root))
+        entries = storage.list_names(root)
         if entries and not _holds_a_store(root, entries):
             shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
             raise MCNError(
                 f"--out {root} is neither empty nor an mcn store (it holds {shown}); nothing was changed: "
                 "give a new or empty folder, or the folder of an existing store"
             )
-        write_json_atomic(root / MARKER, {"mcn_store": True, "created_by": f"mcn {__version__}"})
+        write_json_atomic(marker, {"mcn_store": True, "created_by": f"mcn {__version__}"})
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise MCNError(
-            f"cannot write to the store folder {root} ({error.strerror}); give another --out"
-        ) from None
+        reason = error.strerror or " ".join(str(error).split())[:300]
+        raise MCNError(f"cannot write to the store folder {root} ({reason}); give another --out") from None
 
 
-def _holds_a_store(root: Path, entries: list[str]) -> bool:
+def _holds_a_store(root: storage.StorePath, entries: list[str]) -> bool:
     """A store made before the marker existed: its identity or manifest, or only the empty folders and the
     lock file that such a store created before anything else."""
     if set(entries) <= {LOCK, store.SHARD_DIR, FAILURE_PARTS, BENCHMARKS}:
-        folders = [root / name for name in (store.SHARD_DIR, FAILURE_PARTS) if name in entries]
-        return all(p.is_dir() and not p.is_symlink() and not os.listdir(p) for p in folders)
+        folders = [storage.join(root, name) for name in (store.SHARD_DIR, FAILURE_PARTS) if name in entries]
+        return all(
+            storage.is_dir(p) and not storage.is_link(p) and not storage.list_names(p) for p in folders
+        )
     for name, keys in ((EXTRACTION, {"model_2d", "decode"}), (store.MANIFEST, {"format_version", "shards"})):
         try:
-            with store.open_regular(root / name) as f:
+            with store.open_regular(storage.join(root, name)) as f:
                 data = json.loads(f.read(1 << 20).decode("utf-8"))
         except (FileNotFoundError, store.StoreDamage, ValueError):
             continue
@@ -127,15 +130,18 @@ def _holds_a_store(root: Path, entries: list[str]) -> bool:
     return False
 
 
-def _check_regular(path: Path) -> None:
+def _check_regular(path: storage.StorePath) -> None:
     with store.open_regular(path):
         pass
 
 
-def check_store_folders(root: Path) -> None:
-    """``shards/``, ``failures/`` and ``quarantine/`` are real folders (created when missing), never links."""
+def check_store_folders(root: storage.StorePath) -> None:
+    """``shards/``, ``failures/`` and ``quarantine/`` are real folders (created when missing), never links.
+    A bucket has no folders to make or check."""
+    if storage.is_remote(root):
+        return
     for name in FOLDERS:
-        path = root / name
+        path = Path(root) / name
         if path.is_symlink():
             raise MCNError(
                 f"{path} is a symbolic link; a store holds no links (the job would write where it points): "
@@ -146,28 +152,12 @@ def check_store_folders(root: Path) -> None:
         path.mkdir(exist_ok=True)
 
 
-def lock_store(root: Path) -> int:
-    """Take the store's exclusive lock (held until the returned descriptor is closed); never follows a link."""
-    path = root / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise MCNError(
-                f"{path} is a symbolic link; a store holds no links: remove it and rerun"
-            ) from None
-        raise MCNError(f"cannot open the lock file {path} ({error.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise MCNError(f"{path} is not a regular file; remove it and rerun")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MCNError(
-            f"another extraction job is writing to {root}; wait for it or use another --out"
-        ) from None
-    return fd
+def lock_store(root: storage.StorePath) -> storage.FileLock | storage.ObjectLock:
+    """Take the store's exclusive lock (held until it is released); a local lock file is never followed."""
+    return storage.acquire_lock(
+        storage.join(root, LOCK),
+        f"another extraction job is writing to {root}; wait for it or use another --out",
+    )
 
 
 def read_identity(root: storage.StorePath) -> dict | None:
@@ -215,6 +205,7 @@ def scan_store(root: storage.StorePath) -> StoreScan:
     """Read and check every shard (whole files, not their feature bytes), the failure tables, the manifest and
     the identity; anything damaged is listed in ``damaged``, nothing is changed. ``root`` may be a URL."""
     root = storage.join(root)
+    store.forget_open_shards(root)  # read every shard as the bucket holds it now
     scan = StoreScan()
     for path in [storage.join(root, name) for name in FOLDERS]:
         if storage.is_link(path):
@@ -275,28 +266,36 @@ def _is_part_name(name: str) -> bool:
     return name.startswith("part-") and name.endswith(".parquet")
 
 
-def quarantine(root: Path, damaged: dict[Path, str]) -> Path | None:
+def quarantine(root: storage.StorePath, damaged: dict[storage.StorePath, str]) -> storage.StorePath | None:
     """Move damaged files into a new ``quarantine/<time>-<suffix>/`` (same relative paths), with ``why.json``;
-    returns the folder (None when there is nothing to move). A move renames the entry itself: a link is moved,
-    not followed."""
+    returns the folder (None when there is nothing to move). A local move renames the entry itself: a link is
+    moved, not followed."""
     if not damaged:
         return None
-    (root / QUARANTINE).mkdir(exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%dT%H%M%S')}-", dir=root / QUARANTINE))
-    for path in sorted(damaged):
-        target = folder / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(path, target)
-    write_json_atomic(folder / "why.json", {str(p.relative_to(root)): r for p, r in sorted(damaged.items())})
+    folder = storage.join(root, QUARANTINE, f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}")
+    why = {}
+    for path in sorted(damaged, key=str):
+        relative = storage.relative(path, root)
+        target = storage.join(folder, *relative.split("/"))
+        if not storage.is_remote(root):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        storage.move(path, target)
+        why[relative] = damaged[path]
+    write_json_atomic(storage.join(folder, "why.json"), why)
     return folder
 
 
-def _remove_strays(root: Path) -> None:
-    """Temporary files of an interrupted job (only names this store's writers use; nothing else is deleted)."""
+def _remove_strays(root: storage.StorePath) -> None:
+    """Temporary files of an interrupted job (only names this store's writers use; nothing else is deleted).
+    In a bucket an interrupted upload leaves no object."""
+    if storage.is_remote(root):
+        return
+    root = Path(root)
     own = (MARKER, EXTRACTION, SUMMARY, CONFIG, store.MANIFEST, store.WORDS, store.FAILURES)
+    storage.remove_temporaries(root / store.SHARD_DIR)
+    storage.remove_temporaries(root / FAILURE_PARTS)
     strays = [
-        *(root / store.SHARD_DIR).glob(".shard-*.parquet.tmp-*"),
-        *(root / FAILURE_PARTS).glob(".part-*.parquet*.tmp"),
+        *(root / FAILURE_PARTS).glob(".part-*.parquet*.tmp"),  # named so by earlier versions
         *(p for name in own for p in root.glob(f".{name}.*tmp*")),
     ]
     for stray in strays:
@@ -304,20 +303,10 @@ def _remove_strays(root: Path) -> None:
             stray.unlink(missing_ok=True)
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write a Parquet table under a new temporary name (created exclusively: never through an existing link),
-    then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write_table_atomic(table: pa.Table, path: storage.StorePath) -> None:
+    """Write a Parquet table that appears at ``path`` complete or not at all (never through a link)."""
+    with storage.atomic_write(path) as file:
+        pq.write_table(table, file)
 
 
 class StoreWriter:
@@ -328,13 +317,13 @@ class StoreWriter:
     (a source conflict, an unreachable cluster) and leave the store as it was.
     """
 
-    def __init__(self, root: str | Path, identity: dict, shards: ShardConfig):
-        self.root = Path(root)
+    def __init__(self, root: storage.StorePath, identity: dict, shards: ShardConfig):
+        self.root = storage.join(root)
         self.identity = identity
         self.limits = shards
-        self.shard_dir = self.root / store.SHARD_DIR
-        self.failure_dir = self.root / FAILURE_PARTS
-        self._lock_fd: int | None = None
+        self.shard_dir = storage.join(self.root, store.SHARD_DIR)
+        self.failure_dir = storage.join(self.root, FAILURE_PARTS)
+        self._lock: storage.FileLock | storage.ObjectLock | None = None
         self._buffer: list[store.VideoRecord] = []
         self._buffer_bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
@@ -353,9 +342,10 @@ class StoreWriter:
     def open(self, commit: bool = True) -> None:
         """Claim and lock STORE, check the extraction identity and read what is on disk (changing nothing);
         with ``commit`` also :meth:`commit`."""
+        storage.check_lockable(storage.join(self.root, LOCK))  # before anything is written
         claim_store_folder(self.root)
         check_store_folders(self.root)
-        self._lock_fd = lock_store(self.root)
+        self._lock = lock_store(self.root)
         try:
             self._read_state()
         except BaseException:
@@ -389,19 +379,21 @@ class StoreWriter:
     def commit(self) -> None:
         """The first changes: the manifest goes (the store is unfinished from here on), damaged files move into
         quarantine, the identity is recorded, stray temporary files are deleted."""
-        manifest = self.root / store.MANIFEST
-        if manifest not in self.scan.damaged and os.path.lexists(manifest):
-            manifest.unlink()
+        manifest = storage.join(self.root, store.MANIFEST)
+        if manifest not in self.scan.damaged and storage.lexists(manifest):
+            storage.remove(manifest)
         lost = self.scan.lost_video_ids()
         folder = quarantine(self.root, self.scan.damaged)
         if folder is not None:
             self.quarantined = {
                 "folder": str(folder),
-                "files": {str(p.relative_to(self.root)): r for p, r in sorted(self.scan.damaged.items())},
+                "files": {
+                    storage.relative(p, self.root): r for p, r in sorted(self.scan.damaged.items(), key=str)
+                },
                 "videos_extracted_again": len(lost),
             }
         if self.scan.identity is None:
-            write_json_atomic(self.root / EXTRACTION, self.identity)
+            write_json_atomic(storage.join(self.root, EXTRACTION), self.identity)
         _remove_strays(self.root)
 
     def source_records(self) -> dict[str, tuple[str, dict]]:
@@ -419,7 +411,10 @@ class StoreWriter:
             return
         rows = [{name: str(row.get(name, "")) for name in FAILURE_SCHEMA.names} for row in rows]
         name = f"part-{time.time_ns():020d}-{os.getpid()}.parquet"
-        write_table_atomic(pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), self.failure_dir / name)
+        self.check_lock()
+        write_table_atomic(
+            pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA), storage.join(self.failure_dir, name)
+        )
         self.failures.update({row["video_id"]: row for row in rows})
 
     def add(self, record: store.VideoRecord) -> None:
@@ -437,18 +432,24 @@ class StoreWriter:
     def flush(self) -> None:
         if not self._buffer:
             return
-        path = self.shard_dir / store.shard_name(self._next_shard)
+        path = storage.join(self.shard_dir, store.shard_name(self._next_shard))
         self._next_shard += 1
         records, self._buffer, self._buffer_bytes = self._buffer, [], 0
         self._pending.append(self._pool.submit(self._write, path, records))
 
-    def _write(self, path: Path, records: list[store.VideoRecord]) -> None:
+    def _write(self, path: storage.StorePath, records: list[store.VideoRecord]) -> None:
+        self.check_lock()
         start = time.perf_counter()
         ids = [r.video_id for r in records]
         metadata = {"video_ids": ids, "extraction": self.identity}
         store.write_shard(path, records, metadata, format_version=self.format_version)
         self.done_ids.update(ids)
         self.write_seconds += time.perf_counter() - start
+
+    def check_lock(self) -> None:
+        """Raise when the store's lock was lost (an object lock taken over by another writer)."""
+        if self._lock is not None:
+            self._lock.check()
 
     def wait(self) -> None:
         """Block until every submitted shard is on disk (re-raises a write error)."""
@@ -469,9 +470,12 @@ class StoreWriter:
         shards = shard_entries(self.root)
         done = {video_id for shard in shards for video_id in shard["video_ids"]}
         failures = [row for video_id, row in self.failures.items() if video_id not in done]
-        write_table_atomic(pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), self.root / store.FAILURES)
-        for part in self.failure_dir.glob("part-*.parquet"):
-            part.unlink()
+        self.check_lock()
+        write_table_atomic(
+            pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), storage.join(self.root, store.FAILURES)
+        )
+        for part in storage.list_files(self.failure_dir, "part-*.parquet"):
+            storage.remove(part)
         # Every id any shard uses (earlier, interrupted runs included), looked up in the word vectors.
         token_ids = np.array(sorted(set().union(*(s.pop("token_ids") for s in shards))), np.int32)
         if (
@@ -498,7 +502,7 @@ class StoreWriter:
         }
         extra = {"quarantine": self.quarantined} if self.quarantined else {}
         self.summary = {**summary, **extra, "store": totals}
-        write_json_atomic(self.root / SUMMARY, self.summary)
+        write_json_atomic(storage.join(self.root, SUMMARY), self.summary)
         manifest = {
             **manifest,
             "format_version": self.format_version,
@@ -506,24 +510,25 @@ class StoreWriter:
             "hours": round(sum(s["hours"] for s in shards), 6),
             "shards": shards,
         }
+        self.check_lock()
         store.write_manifest(self.root, manifest)
         return manifest
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
-def shard_entries(root: str | Path) -> list[dict]:
+def shard_entries(root: storage.StorePath) -> list[dict]:
     """name, video ids, bytes, hours and used token ids of every completed shard, read from the shards."""
     entries = []
     for path in store.list_shards(root):
         summary = store.shard_summary(path)
         entries.append(
             {
-                "name": path.name,
+                "name": storage.name(path),
                 "video_ids": summary.video_ids,
                 "bytes": summary.nbytes,
                 "hours": float(summary.durations.sum()) / 3600.0,

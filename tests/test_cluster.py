@@ -221,3 +221,96 @@ def test_ray_job_extraction_then_torchrun_ddp_training(ray_cluster: dict, tmp_pa
     ]
     losses = [value for record in records for key, value in record.items() if key.endswith("loss")]
     assert losses and all(math.isfinite(value) for value in losses), records
+
+
+def submit_job(cluster: dict, command: list[str], env_vars: dict[str, str], timeout: float = 900) -> str:
+    """``ray job submit`` ``command`` with ``env_vars`` in the job's runtime env (as a user gives a cluster its
+    object-store settings); a refusal before the head's job agent is up is retried. Returns the job's output."""
+    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster["dashboard"]]
+    submit += ["--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", *command]
+    deadline = time.monotonic() + 180
+    while True:
+        result = subprocess.run(
+            submit, env=cluster["env"], capture_output=True, text=True, timeout=timeout, cwd=REPO
+        )
+        refused = "No available agent to submit job" in result.stdout + result.stderr
+        if result.returncode == 0 or not refused or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    assert "succeeded" in result.stdout.lower(), result.stdout[-3000:]
+    return result.stdout
+
+
+def test_bucket_to_bucket_extraction_then_training_and_evaluation_from_the_bucket(
+    ray_cluster, s3_bucket, tmp_path
+):
+    """The cluster's nodes share nothing but the S3 server: the videos, the store and the benchmark are in the
+    bucket; the nodes were started without object-store settings, which the jobs carry in their runtime env.
+    Extraction runs on both nodes; training and evaluation read the store from the bucket (as jobs on the head,
+    whose run folder is its own)."""
+    from mcn import storage, store
+    from mcn.eval import benchmarks, protocols
+
+    aws = {
+        name: os.environ[name]
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    }
+    assert not any(name in ray_cluster["env"] for name in aws), (
+        "the nodes start without object-store settings"
+    )
+    env = {**ray_cluster["env"], **aws}  # for this test's own commands
+    num_videos = 4
+    vectors = write_corpus(tmp_path / "corpus", num_videos)
+    for path in sorted((tmp_path / "corpus").iterdir()):
+        storage.copy(path, f"{s3_bucket}/raw/{path.name}")
+    store_url = f"{s3_bucket}/features/store"
+    wait_for_nodes(ray_cluster, 2)
+
+    submit_job(ray_cluster, ["mcn", "extract", f"{s3_bucket}/raw", "--out", store_url, "--preset", "tiny_cpu",
+                             "--word-vectors", str(vectors), "--address", "auto", "--no-progress"], aws)  # fmt: skip
+    info = json.loads(
+        run([str(VENV_BIN / "mcn"), "store", "info", store_url, "--json"], env, timeout=300).stdout
+    )
+    assert info["finished"] and info["videos"] == num_videos and info["failures"] == 0, info
+    run([str(VENV_BIN / "mcn"), "store", "verify", store_url], env, timeout=300)
+    assert [storage.name(p) for p in storage.list_files(store_url, ".lock")] == [], "the lock is released"
+    tasks = subprocess.run(
+        [str(VENV_BIN / "ray"), "list", "tasks", "--address", ray_cluster["dashboard"], "--format", "json",
+         "--filter", "name=decode_video", "--limit", "1000"],
+        env=ray_cluster["env"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert tasks.returncode == 0, tasks.stderr[-2000:]
+    nodes = {task["node_id"] for task in json.loads(tasks.stdout) if task.get("node_id")}
+    assert len(nodes) == 2, f"the videos were decoded on {len(nodes)} node(s): {tasks.stdout[-2000:]}"
+
+    run_dir = tmp_path / "run"
+    submit_job(ray_cluster, ["mcn", "train", "--store", store_url, "--out", str(run_dir), "--preset", "tiny",
+                             "--max-steps", "2", "--device", "cpu", "--no-progress"], aws)  # fmt: skip
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+    assert checkpoints, list(run_dir.rglob("*"))
+
+    reader = store.StoreReader(store_url)
+    clips = [
+        benchmarks.RetrievalClip(video_id, float(record.caption_start[0]), float(record.caption_end[0]), record.caption_text[0])
+        for video_id in sorted(reader.video_ids)
+        for record in [reader.read(video_id)]
+    ]  # fmt: skip
+    settings = protocols.RetrievalSettings(
+        audio_frames=400, primary_task="text_to_video", reference=protocols.msrvtt().reference
+    )
+    local_definition = tmp_path / "clips.json"
+    benchmarks.write_benchmark(local_definition, benchmarks.RetrievalBenchmark("clips", clips, settings))
+    definition = f"{s3_bucket}/benchmarks/clips.json"
+    storage.copy(local_definition, definition)
+    out = tmp_path / "eval"
+    submit_job(ray_cluster, ["mcn", "eval", "retrieval", "--checkpoint", str(checkpoints[-1]), "--benchmark", definition,
+                             "--store", store_url, "--out", str(out), "--preset", "quick_cpu"], aws)  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    step = checkpoints[-1].name
+    assert metrics[f"{step}/clips/reference/text_to_video/num_queries"] == num_videos, metrics
+    assert metrics[f"{step}/clips/reference/text_to_video/num_missing"] == 0, metrics
+    recalls = [value for key, value in metrics.items() if key.endswith("/R@10")]
+    assert recalls and all(0.0 <= value <= 1.0 for value in recalls), metrics

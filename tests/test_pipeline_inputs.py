@@ -171,6 +171,31 @@ def test_urls_in_a_manifest_stay_urls_and_carry_their_objects_size(tmp_path, s3_
     assert gone.caption_path == str(tmp_path / "local.srt")
 
 
+def test_a_bucket_prefix_reads_like_a_folder_and_a_manifest_object_anchors_its_keys(s3_bucket):
+    from mcn import storage
+
+    for key in ("v/a.mp4", "v/a.vtt", "v/sub/b.MKV", "v/sub/b.srt", "v/.hidden/c.mp4", "v/notes.txt"):
+        storage.write_bytes(f"{s3_bucket}/{key}", b"123")
+    items, problems = inputs.read_inputs(f"{s3_bucket}/v")
+    assert problems == []
+    assert [(i.video_id, i.video_path, i.caption_path, i.size) for i in items] == [
+        ("a", f"{s3_bucket}/v/a.mp4", f"{s3_bucket}/v/a.vtt", 3),
+        ("b", f"{s3_bucket}/v/sub/b.MKV", f"{s3_bucket}/v/sub/b.srt", 3),
+    ]
+    storage.write_bytes(
+        f"{s3_bucket}/lists/m.csv", b"video_path,caption_path\n../v/a.mp4,\nsub/x.mp4,/local/x.srt\n"
+    )
+    items = inputs.read_inputs(f"{s3_bucket}/lists/m.csv")[0]
+    assert [(i.video_path, i.caption_path) for i in items] == [
+        (f"{s3_bucket}/v/a.mp4", None),
+        (f"{s3_bucket}/lists/sub/x.mp4", "/local/x.srt"),
+    ]
+    with pytest.raises(MCNError, match="holds no videos"):
+        inputs.read_inputs(f"{s3_bucket}/lists")
+    with pytest.raises(MCNError, match="does not exist"):
+        inputs.read_inputs(f"{s3_bucket}/nothing-here")
+
+
 def test_a_changed_source_is_a_conflict_a_moved_one_is_not():
     recorded = {"source_size": 5, "source_mtime_ns": 1_700_000_000_900_000_000}
     same = inputs.VideoItem("a", "/new/place/a.mp4", None, 5, 1_700_000_000_000_000_000)

@@ -616,3 +616,39 @@ def test_the_command_extracts_videos_from_a_bucket_and_records_failed_fetches(
     np.testing.assert_allclose(stored, expected.feat_2d, rtol=1e-2, atol=1e-4)
     assert fetched_left == [], "every fetched copy was removed"
     assert verify_store(out) == []
+
+
+def test_killed_driver_on_a_bucket_resumes_to_the_same_content(
+    cluster, baseline, corpus, s3_bucket, tmp_path
+):
+    """Videos from a bucket prefix into a store in the bucket, on a cluster whose nodes have no AWS settings of
+    their own (the driver's reach the workers); the driver is killed after its first shard, and the next run
+    takes over the lock the dead driver left and completes the store without duplicates."""
+    from mcn import storage
+
+    videos, out = f"{s3_bucket}/corpus", f"{s3_bucket}/store"
+    for path in sorted((corpus / "videos").iterdir()):
+        storage.copy(path, f"{videos}/{path.name}")
+    command = [sys.executable, "-m", "mcn", "extract", videos, "--out", out, "--preset", "tiny_cpu"]
+    command += ["--word-vectors", str(corpus / "vectors.txt"), "--address", cluster.address]
+    command += ["--max-videos-per-shard", "1", "--no-progress"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not store.list_shards(out) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert driver.returncode == -signal.SIGKILL, driver.stderr.read().decode()[-2000:]
+    assert not storage.exists(f"{out}/{store.MANIFEST}")
+    assert storage.exists(f"{out}/.lock"), "a killed driver leaves its lock behind"
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "took over the lock" in resumed.stderr, resumed.stderr[-3000:]
+    summary = json.loads(storage.read_bytes(f"{out}/summary.json"))
+    assert summary["skipped_already_done"] >= 1
+    assert_same_content(out, baseline)
+    assert verify_store(out) == []
+    assert not storage.exists(f"{out}/.lock")
+    ids = [v for path in store.list_shards(out) for v in store.shard_video_ids(path)]
+    assert sorted(ids) == sorted(GOOD), "every video is in exactly one shard"

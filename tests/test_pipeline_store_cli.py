@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from media import make_video
 from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, write_store
 
 from mcn import cli, storage, store, store_rows
@@ -313,15 +314,14 @@ def test_copy_refuses_an_unfinished_store_and_copies_back_from_a_bucket(finished
     assert verify_store(back) == [] and store_info(back) == {**store_info(finished), "store": str(back)}
 
 
-def test_extract_refuses_an_object_store_out_before_touching_anything(tmp_path):
+def test_extract_refuses_a_store_on_a_filesystem_without_exclusive_create(tmp_path):
+    make_video(tmp_path / "videos" / "a.mp4", seconds=1, size=(64, 48))
     result = subprocess.run(
-        [sys.executable, "-m", "mcn", "extract", str(tmp_path), "--out", "s3://bucket/store"],
+        [sys.executable, "-m", "mcn", "extract", str(tmp_path / "videos"), "--out", "memory://bucket/store"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         cwd=tmp_path,
     )
-    assert result.returncode == 2 and "mcn store copy FOLDER s3://bucket/store" in result.stderr, (
-        result.stderr
-    )
-    assert list(tmp_path.iterdir()) == []
+    assert result.returncode == 2 and "no exclusive create" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from writer_store import IDENTITY, as_format_1, failure, record, word_vectors, write_store
 
-from mcn import store
+from mcn import storage, store
 from mcn.configs import apply_overrides
 from mcn.errors import MCNError
 from mcn.pipeline import config as pipeline_config
@@ -383,3 +383,44 @@ def test_the_source_of_each_video_is_recorded_in_its_extra(tmp_path):
     writer = open_writer_uncommitted(tmp_path)
     writer.close()
     assert writer.source_records()["a"] == ("/videos/a.mp4", {"source_size": 123, "source_mtime_ns": 456})
+
+
+def test_a_store_in_a_bucket_is_written_locked_and_repaired_like_a_folder(s3_bucket):
+    root = write_store(f"{s3_bucket}/store", ["a", "b", "c"], failed={"x": "corrupt"})
+    reader = store.StoreReader(root)
+    assert [s["video_ids"] for s in reader.manifest["shards"]] == [["a", "b"], ["c"]]
+    assert [f["video_id"] for f in reader.failures()] == ["x"]
+    np.testing.assert_array_equal(reader.read("b").feat_2d, record("b").feat_2d)
+    left = sorted(storage.relative(p, root) for p in storage.list_files(root, recursive=True))
+    assert left == sorted(
+        [MARKER, EXTRACTION, SUMMARY, store.MANIFEST, store.WORDS, store.FAILURES]
+        + ["shards/shard-000000.parquet", "shards/shard-000001.parquet"]
+    ), "no lock and no failure parts are left once the job is done"
+
+    first = open_writer(root)
+    with pytest.raises(MCNError, match="another extraction job"):
+        open_writer(root)
+    first.close()
+
+    torn = store.list_shards(root)[0]  # holds a and b
+    torn_bytes = storage.read_bytes(torn)
+    storage.write_bytes(torn, torn_bytes[: len(torn_bytes) // 2])
+    writer = open_writer(root)
+    try:
+        assert writer.done_ids == {"c"} and set(writer.failures) == {"x"}, "a and b are extracted again"
+        assert not storage.exists(storage.join(root, store.MANIFEST))
+        moved = storage.list_files(storage.join(root, QUARANTINE), "shard-000000.parquet", recursive=True)
+        assert len(moved) == 1 and storage.read_bytes(moved[0]) == torn_bytes[: len(torn_bytes) // 2]
+        assert not storage.exists(torn), "damage is moved aside, never deleted"
+        writer.add(record("a"))
+        writer.add(record("b"))
+        writer.finish(word_vectors(), {}, {})
+    finally:
+        writer.close()
+    reader = store.StoreReader(root)
+    assert sorted(reader.video_ids) == ["a", "b", "c"]
+    assert [storage.name(p) for p in store.list_shards(root)] == [
+        "shard-000001.parquet",
+        "shard-000002.parquet",
+    ]
+    assert store.read_shard_video(store.list_shards(root)[1], 0).video_id == "a"

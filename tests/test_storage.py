@@ -326,3 +326,82 @@ def test_a_stalled_fetch_is_a_timeout(spool, monkeypatch):
         raise AssertionError("the block must not run")
     assert error.value.reason == "timeout" and "no data for 0.3 s" in error.value.detail
     assert list(spool.iterdir()) == []
+
+
+def _lock_record(url: str) -> dict:
+    import boto3
+
+    bucket, _, key = url[len("s3://") :].partition("/")
+    return json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def _put_lock(url: str, record: dict) -> None:
+    import boto3
+
+    bucket, _, key = url[len("s3://") :].partition("/")
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+
+
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_one_writer_holds_a_lock_and_the_next_gets_it_after_release(where, tmp_path, request):
+    path = tmp_path / ".lock" if where == "local" else f"{request.getfixturevalue('s3_bucket')}/store/.lock"
+    first = storage.acquire_lock(path, "busy: try later")
+    with pytest.raises(storage.LockBusy, match="busy: try later"):
+        storage.acquire_lock(path, "busy: try later")
+    first.check()
+    first.release()
+    second = storage.acquire_lock(path, "busy: try later")
+    second.release()
+    if where == "bucket":
+        assert not storage.exists(path), "a released object lock is deleted"
+
+
+def test_an_object_lock_of_an_ended_process_is_taken_over_at_once(s3_bucket):
+    url = f"{s3_bucket}/store/.lock"
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    holder = {**storage._this_process(), "pid": ended.pid, "pid_started": time.time(), "lease_s": 3600}
+    ended.wait()
+    _put_lock(url, holder)
+    lock = storage.acquire_lock(url, "busy")
+    try:
+        assert _lock_record(url)["pid"] == os.getpid()
+    finally:
+        lock.release()
+
+
+def test_an_object_lock_of_another_machine_waits_for_its_lease(s3_bucket):
+    url = f"{s3_bucket}/store/.lock"
+    elsewhere = {"host": "other-node", "boot_id": "x", "pid": 1, "pid_started": 0.0, "lease_s": 1.0}
+    _put_lock(url, elsewhere)
+    with pytest.raises(storage.LockBusy, match="held by process 1 on other-node"):
+        storage.acquire_lock(url, "busy")
+    time.sleep(2.5)  # the bucket's clock counts whole seconds
+    lock = storage.acquire_lock(url, "busy")
+    try:
+        assert _lock_record(url)["host"] == socket.gethostname()
+    finally:
+        lock.release()
+
+
+def test_an_object_lock_is_renewed_and_knows_when_it_was_taken_over(s3_bucket):
+    url = f"{s3_bucket}/store/.lock"
+    lock = storage.acquire_lock(url, "busy", lease_s=0.4)
+    try:
+        first = _lock_record(url)["written"]
+        time.sleep(0.6)
+        assert _lock_record(url)["written"] > first, "the heartbeat rewrites the lock"
+        lock.check()
+        _put_lock(url, {"host": "other-node", "pid": 1, "lease_s": 60})  # another writer took it over
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not lock._lost:
+            time.sleep(0.05)
+        with pytest.raises(MCNError, match="taken over by another writer"):
+            lock.check()
+    finally:
+        lock.release()
+    assert _lock_record(url)["host"] == "other-node", "a lost lock is not deleted by its old holder"
+
+
+def test_filesystems_without_exclusive_create_cannot_be_locked():
+    with pytest.raises(MCNError, match="no exclusive create"):
+        storage.acquire_lock("memory://bucket/store/.lock", "busy")

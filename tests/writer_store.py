@@ -8,7 +8,7 @@ import numpy as np
 from gensim.models import KeyedVectors
 from store_formats import write_format1_shard
 
-from mcn import store
+from mcn import storage, store
 from mcn.pipeline.config import ShardConfig
 from mcn.pipeline.writer import StoreWriter
 
@@ -56,7 +56,7 @@ def failure(video_id: str, reason: str = "corrupt") -> dict:
 
 def write_store(
     root: str | Path, video_ids: list[str], failed: dict[str, str] | None = None, max_videos: int = 2
-) -> Path:
+) -> Path | str:
     """A finished store holding ``video_ids`` (shards of ``max_videos``) and ``failed`` (id -> reason)."""
     writer = StoreWriter(root, IDENTITY, ShardConfig(max_videos=max_videos))
     writer.open()
@@ -69,7 +69,7 @@ def write_store(
         )
     finally:
         writer.close()
-    return Path(root)
+    return storage.join(root)
 
 
 def as_format_1(root: str | Path) -> None:

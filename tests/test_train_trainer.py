@@ -3,7 +3,6 @@ a resumed run keeps the settings its state depends on."""
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from train_store import make_store
+from train_store import store_fixture, train_env
 
 from mcn.errors import MCNError
 from mcn.train import checkpoint as ckpt
@@ -20,14 +19,7 @@ from mcn.train import config as presets
 from mcn.train.trainer import train, warmup_cosine
 
 MCN = [sys.executable, "-m", "mcn"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MCN_DEBUG": ""}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    make_store(root, [6, 6], seconds=8)
-    return root
+store = store_fixture([6, 6])
 
 
 def tiny_config(store, reports=False, **schedule):
@@ -130,11 +122,11 @@ def mcn_train(store, run, *extra):
 @pytest.mark.slow
 def test_resume_after_a_kill_matches_an_uninterrupted_run(store, tmp_path):
     straight = tmp_path / "straight"
-    subprocess.run(mcn_train(store, straight), env=ENV, check=True, capture_output=True, timeout=600)
+    subprocess.run(mcn_train(store, straight), env=train_env(), check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        mcn_train(store, killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        mcn_train(store, killed), env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     latest = killed / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
@@ -149,7 +141,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(store, tmp_path):
     assert stopped_at < "step-000010", "the run finished before the kill"
 
     result = subprocess.run(
-        mcn_train(store, killed, "--resume"), env=ENV, capture_output=True, text=True, timeout=600
+        mcn_train(store, killed, "--resume"), env=train_env(), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stdout + result.stderr

@@ -113,6 +113,7 @@ def test_bad_values_are_user_errors(store, tmp_path, args, needle):
 
 def test_help_and_bad_arguments_are_one_line(store, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MCN_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)  # where a URL taken for a relative path would make folders
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
     out = capsys.readouterr().out
@@ -122,6 +123,7 @@ def test_help_and_bad_arguments_are_one_line(store, tmp_path, capsys, monkeypatc
         (["--store", str(tmp_path / "missing"), "--out", run], "missing': does not exist"),
         (["--out", run], "--store"),
         (["--store", str(store)], "--out"),
+        (["--store", str(store), "--out", "s3://bucket/run"], "only --store may be a URL"),
         (["--store", str(store), "--out", run, "--batch-videos", "0"], "batch_videos"),
         (["--store", str(store), "--out", run, "--preset", "tiny", "--batch-videos", "64"], "batch of 64"),
         (["--store", str(store), "--out", run, "--preset", "tiny", "--num-workers", "2"], "add --ray"),

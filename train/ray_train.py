@@ -3,8 +3,8 @@
 Ray starts the workers, places one GPU on each when the cluster has GPUs, and creates the process group;
 :func:`mcn.train.trainer.train` then runs unchanged. Checkpoints, metrics and the config go to the run folder,
 which must be on storage every worker can reach (a shared filesystem on a multi-node cluster). The store may be
-in object storage: the driver's ``AWS_*`` variables then go to the workers with their runtime environment, as
-workers on another node do not inherit the driver's environment.
+in object storage: the driver's S3 endpoint, credentials and region then go to the workers with their runtime
+environment, as workers on another node do not inherit the driver's environment.
 """
 
 from __future__ import annotations
@@ -42,11 +42,24 @@ def _worker_loop(loop_config: dict) -> None:
     train(config, loop_config["run_dir"], loop_config["resume"], info)
 
 
+# Values, not paths: a variable naming a file (AWS_CA_BUNDLE, AWS_SHARED_CREDENTIALS_FILE, ...) names one on the
+# driver's machine, and each node keeps its own.
+STORE_ENV_VARS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
 def worker_env_vars(store: storage.StorePath) -> dict[str, str]:
-    """The variables the workers need to reach ``store``: the driver's ``AWS_*`` ones when it is a URL."""
+    """The driver's :data:`STORE_ENV_VARS` that are set, when ``store`` is a URL (the workers need them to reach it)."""
     if not storage.is_remote(store):
         return {}
-    return {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
+    return {name: os.environ[name] for name in STORE_ENV_VARS if name in os.environ}
 
 
 def train_with_ray(

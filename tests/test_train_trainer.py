@@ -75,6 +75,20 @@ def test_training_lowers_the_loss_and_writes_complete_checkpoints(store, tmp_pat
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
+def test_loader_workers_that_persist_across_epochs_do_not_change_the_run(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the loader workers
+    weights = {}
+    for num_workers in (0, 2):
+        config = tiny_config(store, epochs=3)  # 3 steps per epoch
+        config = replace(config, data=replace(config.data, num_workers=num_workers))
+        run = tmp_path / f"workers-{num_workers}"
+        assert train(config, run)["steps"] == 9
+        weights[num_workers] = torch.load(run / "checkpoints" / "step-000009" / "model.pt", weights_only=True)
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[2][name], value, rtol=0, atol=0, msg=name)
+
+
 def test_a_run_with_checkpoints_needs_resume(store, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(store, max_steps=2), run)

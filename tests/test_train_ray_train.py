@@ -75,18 +75,10 @@ def test_workers_on_two_nodes_train_from_a_store_in_a_bucket(ray_cluster, s3_buc
     copy_store(tmp_path / "store", url)
     wait_for_nodes(ray_cluster, 2)  # one CPU each: the two workers run on different nodes
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "mcn",
-        "train",
-        "--ray",
-        "--address",
-        ray_cluster["gcs"],
-        "--num-workers",
-        "2",
-    ]
-    command += ["--store", url, "--out", str(run), "--preset", "tiny", "--max-steps", "2", "--no-progress"]
+    ray_cluster_args = ["--ray", "--address", ray_cluster["gcs"], "--num-workers", "2"]
+    mcn_train = [sys.executable, "-m", "mcn", "train", *ray_cluster_args]
+    command = [*mcn_train, "--store", url, "--out", str(run), "--preset", "tiny", "--max-steps", "2"]
+    command.append("--no-progress")
     result = subprocess.run(command, env=train_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained 2 steps" in result.stdout

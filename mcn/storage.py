@@ -51,6 +51,25 @@ _MANGLED_URL = re.compile(r"^[a-z][a-z0-9+.-]+:/[^/]")
 _filesystems: dict[tuple[int, str, str], pafs.FileSystem] = {}
 
 
+# The object-store settings a process on another machine needs to reach the same buckets: values, not paths (a
+# variable naming a file, AWS_CA_BUNDLE or AWS_SHARED_CREDENTIALS_FILE, names one on this machine; each node
+# keeps its own). Jobs pass the set ones on to their workers on other nodes.
+STORE_ENV_VARS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def store_env() -> dict[str, str]:
+    """This process's :data:`STORE_ENV_VARS` that are set."""
+    return {name: os.environ[name] for name in STORE_ENV_VARS if name in os.environ}
+
+
 def is_remote(path: StorePath) -> bool:
     """Whether ``path`` is a URL of a remote filesystem (``file://`` URLs are local paths)."""
     text = str(path)

@@ -45,38 +45,29 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0  # a cluster's GCS port answers at once; no answer in 10 s is no cluster
 
 
-# The standard object-store settings of the driver reach every worker (a node may have none of its own).
-FORWARDED_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-)
-
-
-def worker_env() -> dict[str, str]:
-    """The driver's :data:`FORWARDED_ENV` settings, minus those the submitted job's runtime env already sets
-    (Ray refuses a driver that sets the same variable again)."""
-    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+def worker_env(config: PipelineConfig, items: list[VideoItem] = ()) -> dict[str, str]:
+    """The driver's :data:`mcn.storage.STORE_ENV_VARS` that are set, when the job reads or writes a URL (its
+    input, its store or an item's files), minus those the submitted job's runtime env already sets (Ray
+    refuses a driver that sets the same variable again)."""
+    paths = [config.input, config.out, *(p for i in items for p in (i.video_path, i.caption_path) if p)]
+    if not any(storage.is_remote(path) for path in paths if path):
+        return {}
     try:
         job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
         given = (job.get("runtime_env") or {}).get("env_vars") or {}
     except (ValueError, AttributeError):
         given = {}
-    return {name: value for name, value in env.items() if name not in given}
+    return {name: value for name, value in storage.store_env().items() if name not in given}
 
 
-def start_ray(config: PipelineConfig) -> bool:
+def start_ray(config: PipelineConfig, items: list[VideoItem] = ()) -> bool:
     """Join ``ray.address`` / $RAY_ADDRESS (as under ``ray job submit``) or start a local Ray; True if started.
     On a cluster the driver's object-store settings (:func:`worker_env`) go to the job's workers."""
     if ray.is_initialized():
         return False
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        env = worker_env()
+        env = worker_env(config, items)
         runtime_env = {"env_vars": env} if env else None
         ray.init(address=address, log_to_driver=config.ray.log_to_driver, runtime_env=runtime_env)
     else:
@@ -491,7 +482,7 @@ def run_extraction(config: PipelineConfig) -> dict:
         num_inputs = len(items) + len(problems)
         problems = [p for p in problems if p.video_id not in skip]
         if todo:  # else everything is already in a shard or the failures: no Ray needed
-            started_ray = _join_ray(config)
+            started_ray = _join_ray(config, todo)
         writer.commit()
         save_config(config, storage.join(config.out, CONFIG))
         writer.sources = {item.video_id: item.source() for item in todo}
@@ -628,7 +619,7 @@ def _plan(config: PipelineConfig, writer: StoreWriter, items: list[VideoItem]) -
     return [item for item in items if item.video_id not in skip], skip
 
 
-def _join_ray(config: PipelineConfig) -> bool:
+def _join_ray(config: PipelineConfig, items: list[VideoItem]) -> bool:
     """:func:`start_ray`, with an unreachable cluster as a one-line error (Ray itself would wait for it)."""
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if address and address not in ("auto", "local"):
@@ -642,7 +633,7 @@ def _join_ray(config: PipelineConfig) -> bool:
                     "check --address (or $RAY_ADDRESS), or leave both unset to run on a local Ray"
                 ) from None
     try:
-        return start_ray(config)
+        return start_ray(config, items)
     except ConnectionError as error:
         raise MCNError(
             f"cannot connect to the Ray cluster at {address}: {_last_line(error)}; check --address (or "

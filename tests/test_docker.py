@@ -506,8 +506,19 @@ def test_torchrun_script_launches_mcn_train_directly_and_in_the_image(tmp_path: 
     assert argv[:2] == ["docker", "run"] and "--gpus" in argv and "host" in argv
     assert argv[argv.index("--entrypoint") + 1] == "torchrun"
     image_at = argv.index("mcn:0.1.0")
-    assert "/mnt/data:/data" in argv[:image_at]
+    assert "/mnt/data:/data" in argv[:image_at] and "--env" not in argv
     check_torchrun(argv[image_at + 1 :])
+
+    # a store in S3: the container gets the host's endpoint and keys by name, the values stay off the command line
+    aws = {"AWS_ENDPOINT_URL": "http://10.0.0.2:9000", "AWS_SECRET_ACCESS_KEY": "not-on-the-command-line"}
+    result, argv = run_torchrun_script(
+        tmp_path, ["s3://bucket/store", "/data/runs/mcn"], {**env, "MCN_IMAGE": "mcn:0.1.0", **aws}
+    )
+    assert result.returncode == 0, result.stderr
+    image_at = argv.index("mcn:0.1.0")
+    passed = [argv[i + 1] for i, token in enumerate(argv[:image_at]) if token == "--env"]
+    assert sorted(passed) == sorted(aws) and not set(aws.values()) & set(argv)
+    assert argv[argv.index("--store") + 1] == "s3://bucket/store"
 
     result, argv = run_torchrun_script(
         tmp_path, ["/data/store", "/data/runs/mcn"], {"MASTER_ADDR": "10.0.0.1"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_store import make_store
+from train_store import store_fixture
 
 from mcn.cli import main
 from mcn.configs import config_to_dict
@@ -26,11 +26,7 @@ from mcn.train.trainer import build, restore, save_checkpoint, train_step
 CPU = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    make_store(root, [6, 6], seconds=8)
-    return root
+store = store_fixture([6, 6])
 
 
 def tiny_config(store):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
 import torch
-from train_store import make_store
+from train_store import store_fixture, train_env
 
 from mcn import store as store_module
 from mcn.cli import build_subcommand_parser, main
@@ -24,14 +23,7 @@ from mcn.train import model as model_presets
 from mcn.train.cli import build_config
 from mcn.train.trainer import train
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MCN_DEBUG": ""}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    make_store(root, [6, 6], seconds=8)
-    return root
+store = store_fixture([6, 6])
 
 
 def parse(*argv: str):
@@ -121,6 +113,7 @@ def test_bad_values_are_user_errors(store, tmp_path, args, needle):
 
 def test_help_and_bad_arguments_are_one_line(store, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MCN_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)  # where a URL taken for a relative path would make folders
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
     out = capsys.readouterr().out
@@ -130,6 +123,7 @@ def test_help_and_bad_arguments_are_one_line(store, tmp_path, capsys, monkeypatc
         (["--store", str(tmp_path / "missing"), "--out", run], "missing': does not exist"),
         (["--out", run], "--store"),
         (["--store", str(store)], "--out"),
+        (["--store", str(store), "--out", "s3://bucket/run"], "only --store may be a URL"),
         (["--store", str(store), "--out", run, "--batch-videos", "0"], "batch_videos"),
         (["--store", str(store), "--out", run, "--preset", "tiny", "--batch-videos", "64"], "batch of 64"),
         (["--store", str(store), "--out", run, "--preset", "tiny", "--num-workers", "2"], "add --ray"),
@@ -183,7 +177,7 @@ def test_the_real_command_trains_and_resumes_in_a_subprocess(store, tmp_path):
     ]
     first = subprocess.run(
         [*command, "--max-steps", "2", "--no-progress", "--clips-per-video", "4"],
-        env=ENV,
+        env=train_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -196,7 +190,11 @@ def test_the_real_command_trains_and_resumes_in_a_subprocess(store, tmp_path):
     assert saved["model"]["word_dim"] == 6  # resolved from the store's word vectors
 
     again = subprocess.run(
-        [*command, "--resume", "--max-steps", "3"], env=ENV, capture_output=True, text=True, timeout=600
+        [*command, "--resume", "--max-steps", "3"],
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr and "trained 3 steps" in again.stdout
@@ -211,7 +209,7 @@ def test_the_real_command_trains_from_a_store_in_a_bucket(store, s3_bucket, tmp_
     result = subprocess.run(
         [sys.executable, "-m", "mcn", "train", "--store", url, "--out", str(run), "--preset", "tiny"]
         + ["--max-steps", "2", "--no-progress"],
-        env={**ENV, **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}},
+        env=train_env(),  # with the bucket's AWS_* variables
         capture_output=True,
         text=True,
         timeout=600,

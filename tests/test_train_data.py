@@ -1,4 +1,7 @@
-"""The training reader: fixed order, rank/worker split, per-epoch shuffle, resumable position."""
+"""The training reader: fixed order, rank/worker split, per-epoch shuffle, resumable position, loader workers that
+persist across epochs."""
+
+import os
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ from train_store import WORD_DIM, make_store, make_video
 
 from mcn import store as store_format
 from mcn.errors import MCNError
+from mcn.train import data
 from mcn.train.clips import ClipOptions
 from mcn.train.data import TrainLoader, build_index, epoch_order
 
@@ -124,6 +128,30 @@ def test_epochs_roll_over_and_clips_change_with_the_epoch(store):
         int(v): b["start"][i * 3 : (i + 1) * 3] for b in second for i, v in enumerate(b["video_index"])
     }
     assert any(not torch.equal(first_video[v], second_video[v]) for v in first_video)
+
+
+def test_persistent_workers_follow_each_epochs_order(store, monkeypatch):
+    root, _ = store
+    index = build_index(root)
+    collate = data.collate_videos
+    # each batch says which process built it (the workers fork with this module as patched here)
+    monkeypatch.setattr(
+        data, "collate_videos", lambda items: {**collate(items), "pid": torch.tensor(os.getpid())}
+    )
+    loader = TrainLoader(root, OPTIONS, 4, seed=9, num_workers=2, index=index)
+    epochs = [epoch_batches(loader) for _ in range(3)]
+    single = TrainLoader(root, OPTIONS, 4, seed=9, index=index)
+    for batches in epochs:
+        expected = epoch_batches(single)
+        assert len(batches) == len(expected) == 3
+        for mine, theirs in zip(batches, expected):
+            assert torch.equal(mine["video_index"], theirs["video_index"])
+            assert torch.equal(mine["start"], theirs["start"])  # the epoch's clips
+    orders = {tuple(v for b in batches for v in b["video_index"].tolist()) for batches in epochs}
+    assert len(orders) == 3  # a new shuffle every epoch
+    pids = [{int(b["pid"]) for b in batches} for batches in epochs]
+    assert len(pids[0]) == 2 and os.getpid() not in pids[0]
+    assert pids[0] == pids[1] == pids[2]  # the same two worker processes built every epoch
 
 
 def test_state_dict_resume_gives_the_same_batches(store):

@@ -1,28 +1,28 @@
 """Data parallelism on CPU (gloo): two ranks give the loss, gradients and centroids of one process on the same
-global batch; `torchrun -m mcn.train` runs end to end and checkpoints every rank's random state."""
+global batch; `torchrun -m mcn.train` runs end to end, from a local store or one in a bucket, and checkpoints every
+rank's random state."""
 
 import contextlib
+import json
+import math
 import os
 import socket
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from train_store import make_store
+from train_store import store_fixture, train_env
 
+from mcn.store import copy_store
 from mcn.train import config as presets
 from mcn.train.distributed import DistInfo, close_distributed, init_distributed
 from mcn.train.trainer import build, compute_losses, to_device
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    make_store(root, [4, 4], seconds=8)
-    return root
+store = store_fixture([4, 4])
 
 
 def free_port() -> int:
@@ -96,37 +96,36 @@ def test_two_ranks_match_one_process_on_the_global_batch(store, tmp_path):
         torch.testing.assert_close(ranks[0]["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.slow
-def test_torchrun_entry_point_trains_and_checkpoints_every_rank(store, tmp_path):
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
-    run = tmp_path / "run"
-    command = [
-        *torchrun,
-        "-m",
-        "mcn.train",
-        "--store",
-        str(store),
-        "--out",
-        str(run),
-        "--preset",
-        "tiny",
-        "--max-steps",
-        "2",
-        "--no-progress",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+def run_torchrun(store: str, run: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m mcn.train``: two gloo ranks, two steps of the tiny recipe."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun += ["--master-port", str(free_port()), "-m", "mcn.train"]
+    command = [*torchrun, "--store", store, "--out", str(run), "--preset", "tiny", "--max-steps", "2"]
+    command.append("--no-progress")
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=train_env())
+
+
+def assert_two_ranks_trained_two_steps(result: subprocess.CompletedProcess, run: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     folder = run / "checkpoints" / "step-000002"
     assert (folder / "rng-rank-0.pt").exists() and (folder / "rng-rank-1.pt").exists()
     trainer = torch.load(folder / "trainer.pt", weights_only=True)
     assert trainer["loader"]["world_size"] == 2 and trainer["step"] == 2
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)
     assert result.stdout.count("trained 2 steps") == 1  # printed by rank 0 only
+
+
+@pytest.mark.slow
+def test_torchrun_entry_point_trains_and_checkpoints_every_rank(store, tmp_path):
+    run = tmp_path / "run"
+    assert_two_ranks_trained_two_steps(run_torchrun(str(store), run), run)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_from_a_store_in_a_bucket(store, s3_bucket, tmp_path):
+    url = f"{s3_bucket}/stores/train"
+    copy_store(store, url)
+    run = tmp_path / "run"  # the run folder stays local
+    assert_two_ranks_trained_two_steps(run_torchrun(url, run), run)
+    assert json.loads((run / "config.json").read_text())["data"]["store"] == url

@@ -3,7 +3,6 @@ a resumed run keeps the settings its state depends on."""
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from train_store import make_store
+from train_store import store_fixture, train_env
 
 from mcn.errors import MCNError
 from mcn.train import checkpoint as ckpt
@@ -20,14 +19,7 @@ from mcn.train import config as presets
 from mcn.train.trainer import train, warmup_cosine
 
 MCN = [sys.executable, "-m", "mcn"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MCN_DEBUG": ""}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    make_store(root, [6, 6], seconds=8)
-    return root
+store = store_fixture([6, 6])
 
 
 def tiny_config(store, reports=False, **schedule):
@@ -83,6 +75,20 @@ def test_training_lowers_the_loss_and_writes_complete_checkpoints(store, tmp_pat
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
+def test_loader_workers_that_persist_across_epochs_do_not_change_the_run(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the loader workers
+    weights = {}
+    for num_workers in (0, 2):
+        config = tiny_config(store, epochs=3)  # 3 steps per epoch
+        config = replace(config, data=replace(config.data, num_workers=num_workers))
+        run = tmp_path / f"workers-{num_workers}"
+        assert train(config, run)["steps"] == 9
+        weights[num_workers] = torch.load(run / "checkpoints" / "step-000009" / "model.pt", weights_only=True)
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[2][name], value, rtol=0, atol=0, msg=name)
+
+
 def test_a_run_with_checkpoints_needs_resume(store, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(store, max_steps=2), run)
@@ -130,11 +136,11 @@ def mcn_train(store, run, *extra):
 @pytest.mark.slow
 def test_resume_after_a_kill_matches_an_uninterrupted_run(store, tmp_path):
     straight = tmp_path / "straight"
-    subprocess.run(mcn_train(store, straight), env=ENV, check=True, capture_output=True, timeout=600)
+    subprocess.run(mcn_train(store, straight), env=train_env(), check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        mcn_train(store, killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        mcn_train(store, killed), env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     latest = killed / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
@@ -149,7 +155,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(store, tmp_path):
     assert stopped_at < "step-000010", "the run finished before the kill"
 
     result = subprocess.run(
-        mcn_train(store, killed, "--resume"), env=ENV, capture_output=True, text=True, timeout=600
+        mcn_train(store, killed, "--resume"), env=train_env(), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stdout + result.stderr

@@ -1,10 +1,13 @@
-"""A tiny synthetic feature store for the training tests, written with mcn.store's own writers."""
+"""A tiny synthetic feature store for the training tests, written with mcn.store's own writers, and what the
+tests that run training in other processes share."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mcn import store
 
@@ -57,3 +60,21 @@ def make_store(
     store.write_words(root, np.arange(VOCAB), [f"w{i}" for i in range(VOCAB)], vectors)
     store.write_manifest(root, {"shards": shards, "num_videos": len(all_ids)})
     return all_ids
+
+
+def store_fixture(videos_per_shard: list[int], seconds: int = 8):
+    """A pytest fixture ``store``: one store of :func:`make_store` per test module (``store = store_fixture(...)``)."""
+
+    @pytest.fixture(scope="module")
+    def store(tmp_path_factory) -> Path:
+        root = tmp_path_factory.mktemp("store")
+        make_store(root, videos_per_shard, seconds=seconds)
+        return root
+
+    return store
+
+
+def train_env() -> dict[str, str]:
+    """The environment of a training subprocess: this one's as it is now (a test bucket's AWS_* variables
+    included), one thread per process (the ranks and loader workers share two cores), tracebacks off."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MCN_DEBUG": ""}

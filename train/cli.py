@@ -171,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise MCNError("no run folder given; pass --out RUN")
+    if storage.is_remote(args.out):
+        raise MCNError(
+            f"--out {args.out}: the run folder must be a local or shared folder (checkpoints are published "
+            "with renames); only --store may be a URL"
+        )
     summary = _train(build_config(args), args)
     if summary is not None:
         print(

@@ -12,6 +12,8 @@ Order of operations (every step deterministic given the seed, the epoch and the 
    ``G / world_size`` videos, so the ranks together see exactly the single-process batch;
 4. split by worker: batch ``b`` of an epoch is built by DataLoader worker ``(b - first) % num_workers`` and the
    DataLoader returns workers' outputs round-robin, so the batch sequence does not depend on the worker count;
+   the workers persist across epochs (keeping their cached shard footers and word table) and read the epoch and
+   first batch of each pass from shared memory;
 5. decode: one video = one Parquet row group, read on its own; clips are drawn with a generator seeded by
    ``(seed, epoch, video)``, so a video's clips do not depend on who decodes it or when;
 6. collate: the clips of the batch's videos are flattened into ``N = videos x clips`` rows.
@@ -108,7 +110,11 @@ def collate_videos(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor
 
 
 class ClipBatches(IterableDataset):
-    """Batches of one rank for one epoch, from a given batch on; each DataLoader worker builds every n-th batch."""
+    """Batches of one rank for one epoch, from a given batch on; each DataLoader worker builds every n-th batch.
+
+    The pass to make (:meth:`start_at`) is kept in a shared-memory tensor, so DataLoader workers that live
+    across epochs see the new one each time the DataLoader is iterated.
+    """
 
     def __init__(
         self,
@@ -127,9 +133,12 @@ class ClipBatches(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.seed = seed
-        self.epoch = 0
-        self.first_batch = 0
+        self._next_pass = torch.zeros(2, dtype=torch.int64).share_memory_()  # (epoch, first batch)
         self._words: WordTable | None = None
+
+    def start_at(self, epoch: int, first_batch: int) -> None:
+        """Make the next iteration epoch ``epoch`` from batch ``first_batch`` on, in every worker."""
+        self._next_pass[0], self._next_pass[1] = epoch, first_batch
 
     @property
     def global_batch(self) -> int:
@@ -151,11 +160,12 @@ class ClipBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = get_worker_info()
         worker_id, num_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        order = epoch_order(len(self.index), self.seed, self.epoch)
-        for batch in range(self.first_batch + worker_id, self.num_batches(), num_workers):
+        epoch, first_batch = (int(value) for value in self._next_pass)
+        order = epoch_order(len(self.index), self.seed, epoch)
+        for batch in range(first_batch + worker_id, self.num_batches(), num_workers):
             begin = batch * self.global_batch + self.rank * self.videos_per_rank
             positions = order[begin : begin + self.videos_per_rank]
-            yield collate_videos([self.decode(int(p), self.epoch) for p in positions])
+            yield collate_videos([self.decode(int(p), epoch) for p in positions])
 
 
 class TrainLoader:
@@ -193,9 +203,14 @@ class TrainLoader:
                 f"the store has {len(self.index)} videos with captions, fewer than one batch of "
                 f"{global_batch_videos}; lower the batch size (--batch-videos) or add videos"
             )
-        self.num_workers = num_workers
-        self.prefetch_factor = prefetch_factor
-        self.pin_memory = pin_memory
+        extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers else {}
+        self.dataloader = DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=min(num_workers, self.dataset.num_batches()),  # more would have nothing to build
+            pin_memory=pin_memory,
+            **extra,
+        )
         self.epoch = 0
         self.batches_done = 0  # of the current epoch
 
@@ -206,13 +221,8 @@ class TrainLoader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.batches_done >= self.batches_per_epoch:
             self.epoch, self.batches_done = self.epoch + 1, 0
-        self.dataset.epoch, self.dataset.first_batch = self.epoch, self.batches_done
-        num_workers = min(self.num_workers, self.batches_per_epoch - self.batches_done)
-        extra = {"prefetch_factor": self.prefetch_factor, "persistent_workers": False} if num_workers else {}
-        loader = DataLoader(
-            self.dataset, batch_size=None, num_workers=num_workers, pin_memory=self.pin_memory, **extra
-        )
-        for batch in loader:
+        self.dataset.start_at(self.epoch, self.batches_done)
+        for batch in self.dataloader:  # the workers start on the first pass and stay for the next ones
             self.batches_done += 1
             yield batch
 

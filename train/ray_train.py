@@ -2,7 +2,9 @@
 
 Ray starts the workers, places one GPU on each when the cluster has GPUs, and creates the process group;
 :func:`mcn.train.trainer.train` then runs unchanged. Checkpoints, metrics and the config go to the run folder,
-which must be on storage every worker can reach (a shared filesystem on a multi-node cluster).
+which must be on storage every worker can reach (a shared filesystem on a multi-node cluster). The store may be
+in object storage: the driver's S3 endpoint, credentials and region then go to the workers with their runtime
+environment, as workers on another node do not inherit the driver's environment.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from mcn import storage
 from mcn.configs import config_from_dict, config_to_dict
 from mcn.errors import MCNError
 from mcn.train.checkpoint import latest_checkpoint, read_meta
@@ -38,6 +41,12 @@ def _worker_loop(loop_config: dict) -> None:
     train(config, loop_config["run_dir"], loop_config["resume"], info)
 
 
+def worker_env_vars(store: storage.StorePath) -> dict[str, str]:
+    """The driver's :data:`mcn.storage.STORE_ENV_VARS` that are set, when ``store`` is a URL (the workers need
+    them to reach it)."""
+    return storage.store_env() if storage.is_remote(store) else {}
+
+
 def train_with_ray(
     config: TrainConfig, run_dir: str | Path, resume: bool, num_workers: int, address: str | None = None
 ) -> dict:
@@ -62,7 +71,11 @@ def train_with_ray(
                 "log_level": logging.getLogger().getEffectiveLevel(),
             },
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-            run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent / ".ray")),
+            run_config=RunConfig(
+                name=run_dir.name,
+                storage_path=str(run_dir.parent / ".ray"),
+                worker_runtime_env={"env_vars": worker_env_vars(config.data.store)},
+            ),
         )
         trainer.fit()
     finally:

@@ -5,7 +5,8 @@
 #   NNODES=2 MASTER_ADDR=10.0.0.1 MCN_IMAGE=mcn:0.1.0 docker/cluster/torchrun-multinode.sh /data/store /data/runs/mcn
 #
 # STORE and RUN are paths as the training processes see them (inside the container when MCN_IMAGE is
-# set, where MCN_DATA, default /mnt/data, is mounted at /data). Extra arguments go to `mcn train`, for
+# set, where MCN_DATA, default /mnt/data, is mounted at /data); STORE may also be an s3:// URL: the container
+# then gets the host's AWS_* endpoint, key and region variables. Extra arguments go to `mcn train`, for
 # example `--preset NAME`. Without MCN_IMAGE, torchrun from PATH is used (a host with the project
 # installed). A restarted worker group resumes from the run's latest checkpoint.
 #
@@ -26,7 +27,13 @@ shift 2
 if [[ -n "${MCN_IMAGE:-}" ]]; then
   # Host networking for NCCL and the rendezvous; host IPC for DataLoader shared memory.
   launcher=(docker run --rm --gpus all --network host --ipc host
-    --volume "${MCN_DATA:-/mnt/data}:/data" --entrypoint torchrun "$MCN_IMAGE")
+    --volume "${MCN_DATA:-/mnt/data}:/data")
+  # A store in S3: the host's endpoint, keys and region, passed by name (no value on the command line).
+  for name in AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN \
+    AWS_REGION AWS_DEFAULT_REGION; do
+    if [[ -n "${!name:-}" ]]; then launcher+=(--env "$name"); fi
+  done
+  launcher+=(--entrypoint torchrun "$MCN_IMAGE")
 else
   launcher=(torchrun)
 fi

@@ -652,3 +652,25 @@ def test_killed_driver_on_a_bucket_resumes_to_the_same_content(
     assert not storage.exists(f"{out}/.lock")
     ids = [v for path in store.list_shards(out) for v in store.shard_video_ids(path)]
     assert sorted(ids) == sorted(GOOD), "every video is in exactly one shard"
+
+
+def test_the_driver_passes_its_object_store_settings_only_for_a_job_on_urls(monkeypatch):
+    from mcn.pipeline.inputs import VideoItem
+    from mcn.pipeline.job import worker_env
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/this-machine.pem")  # a path: each node keeps its own
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    local = dataclasses.replace(pipeline_config.tiny_cpu(), input="/videos", out="/store")
+    assert worker_env(local, [VideoItem("a", "/videos/a.mp4")]) == {}
+    expected = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "eu-west-1"}
+    assert worker_env(local, [VideoItem("a", "s3://bucket/a.mp4")]) == expected
+    assert worker_env(dataclasses.replace(local, out="s3://bucket/store"), []) == expected
+    # under `ray job submit --runtime-env-json`, what the job already sets is not set again
+    monkeypatch.setenv(
+        "RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {"AWS_REGION": "x"}}})
+    )
+    assert worker_env(dataclasses.replace(local, out="s3://bucket/store"), []) == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9"
+    }

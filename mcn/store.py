@@ -57,6 +57,7 @@ SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 WORDS = "words.parquet"
 FAILURES = "failures.parquet"
+LOCK = ".lock"  # the extraction job's lock: it belongs to the store's place, never copied with it
 FAILURE_COLUMNS = ("video_id", "source_path", "stage", "reason", "detail")
 _SHARD_NAME = re.compile(r"shard-(\d{6,})\.parquet")
 
@@ -525,7 +526,7 @@ class StoreReader:
 def copy_store(source: StorePath, target: StorePath) -> None:
     """Copy every file of a finished store (either end may be a URL), the manifest last: the copy is a finished
     store only once every file is in it."""
-    files = storage.list_files(source, recursive=True)
+    files = [p for p in storage.list_files(source, recursive=True) if storage.relative(p, source) != LOCK]
     for path in sorted(files, key=lambda p: storage.name(p) == MANIFEST):
         storage.copy(path, storage.join(target, *storage.relative(path, source).split("/")))
 

@@ -2,7 +2,7 @@
 feature store written by ``mcn extract``.
 
 ``info``, ``verify``, ``export`` and ``copy`` read a store in a local folder or at an object-store URL
-(:mod:`mcn.storage`); ``repair`` changes a local folder only.
+(:mod:`mcn.storage`); ``repair`` works in place on either.
 
 ``info`` and ``verify`` read a store as it is, finished or not, damaged or not: damage is reported, never a crash.
 ``verify`` reads every byte and names the command that repairs what it found; ``repair`` moves the damaged files
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -255,15 +254,9 @@ def repair_hint(root: StorePath, damaged: dict[StorePath, str]) -> str:
         return f"repair: fix {', '.join(links)} as said above, then {rerun}"
     if not damaged:
         return f"repair: {rerun}; it rewrites the manifest, the failures table and the words from the shards"
-    if storage.is_remote(root):
-        return (
-            f"repair: `mcn store repair` works on local folders only: `mcn store copy` the store to a local "
-            f"folder, `mcn store repair` the copy to move the {len(damaged)} damaged files aside, then {rerun} "
-            "with the copy as --out"
-        )
     return (
         f"repair: `mcn store repair {root}` moves the {len(damaged)} damaged files into "
-        f"{Path(root) / QUARANTINE}/, then {rerun} to extract their videos again"
+        f"{storage.join(root, QUARANTINE)}/, then {rerun} to extract their videos again"
     )
 
 
@@ -291,23 +284,21 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
-def repair_store(root: str | Path) -> tuple[Path | None, dict[Path, str]]:
+def repair_store(root: StorePath) -> tuple[StorePath | None, dict[StorePath, str]]:
     """Move every damaged file (found by reading every byte) into quarantine and mark the store unfinished;
-    returns (the quarantine folder or None, what was moved). Takes the store's lock, like a job."""
-    if storage.is_remote(root):
-        raise MCNError(
-            f"{root}: `mcn store repair` works on local folders only; `mcn store copy` the store to a local "
-            "folder and repair the copy"
-        )
-    root = Path(_store_root(root))
+    returns (the quarantine folder or None, what was moved). Takes the store's lock, like a job; a store in a
+    bucket is repaired in place (server-side copies into quarantine/, then deletes)."""
+    root = _store_root(root)
+    storage.check_lockable(storage.join(root, LOCK))
     check_store_folders(root)
     lock = lock_store(root)
     try:
         _, damaged = check_store(root)
         if not damaged:
             return None, {}
-        if root / store.MANIFEST not in damaged and os.path.lexists(root / store.MANIFEST):
-            (root / store.MANIFEST).unlink()
+        manifest = storage.join(root, store.MANIFEST)
+        if manifest not in damaged and storage.lexists(manifest):
+            storage.remove(manifest)
         return quarantine(root, damaged), damaged
     finally:
         lock.release()
@@ -318,11 +309,11 @@ def _repair(args: argparse.Namespace) -> int:
     if folder is None:
         print(f"{args.store}: no damaged files; `mcn store verify {args.store}` lists any other problem")
         return 0
-    for path, reason in sorted(damaged.items()):
-        print(f"moved {path.name}: {reason}")
+    for path, reason in sorted(damaged.items(), key=lambda item: str(item[0])):
+        print(f"moved {storage.name(path)}: {reason}")
     print(
         f"{len(damaged)} damaged files are in {folder}; the store is unfinished until you rerun the "
-        f"`mcn extract` command that made it{_made_from(Path(args.store))}"
+        f"`mcn extract` command that made it{_made_from(args.store)}"
     )
     return 0
 

@@ -54,7 +54,7 @@ SUMMARY = "summary.json"
 CONFIG = "config.json"
 FAILURE_PARTS = "failures"
 QUARANTINE = "quarantine"
-LOCK = ".lock"
+LOCK = store.LOCK
 BENCHMARKS = "benchmarks"  # `mcn eval prepare` keeps its benchmark definitions next to the store's files
 FOLDERS = (store.SHARD_DIR, FAILURE_PARTS, QUARANTINE)
 # Files of the store's own that it rewrites: anything else in their place is damage, moved aside.

@@ -287,12 +287,18 @@ def test_info_verify_and_export_read_a_store_in_a_bucket(finished, s3_bucket, tm
     verified = run_mcn("store", "verify", url)
     assert verified.returncode == 1 and "Traceback" not in verified.stderr, verified.stderr
     assert "problem: shards/shard-000000.parquet is not a readable shard" in verified.stdout, verified.stdout
-    assert "works on local folders only" in verified.stdout
+    assert f"mcn store repair {url}" in verified.stdout, verified.stdout
     info = run_mcn("store", "info", url, "--json")
     assert info.returncode == 0, info.stderr
     assert list(json.loads(info.stdout)["damaged"]) == ["shards/shard-000000.parquet"]
-    with pytest.raises(MCNError, match="local folders only"):
-        repair_store(url)
+    torn = storage.read_bytes(shard)
+    repaired = run_mcn("store", "repair", url)
+    assert repaired.returncode == 0 and "moved shard-000000.parquet" in repaired.stdout, repaired.stderr
+    moved = storage.list_files(f"{url}/quarantine", "shard-000000.parquet", recursive=True)
+    assert len(moved) == 1 and storage.read_bytes(moved[0]) == torn, "damage is moved aside, never deleted"
+    assert not storage.exists(shard) and not storage.exists(f"{url}/{store.MANIFEST}")
+    assert not storage.exists(f"{url}/.lock")
+    assert repair_store(url) == (None, {})
 
 
 def test_a_bucket_prefix_without_a_store_is_refused(s3_bucket):
@@ -310,7 +316,9 @@ def test_copy_refuses_an_unfinished_store_and_copies_back_from_a_bucket(finished
     url = f"{s3_bucket}/there"
     copy_finished_store(finished, url)
     back = tmp_path / "back"
-    assert copy_finished_store(url, back) == len(storage.list_files(finished, recursive=True))
+    files = [p for p in storage.list_files(finished, recursive=True) if p.name != ".lock"]
+    assert copy_finished_store(url, back) == len(files), "every file but the lock, which stays with its place"
+    assert not (back / ".lock").exists()
     assert verify_store(back) == [] and store_info(back) == {**store_info(finished), "store": str(back)}
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -129,22 +130,14 @@ def read_retrieval_clips(path: str | Path) -> list[RetrievalClip]:
 
 
 def write_retrieval_clips(path: str | Path, clips: list[RetrievalClip]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(RETRIEVAL_COLUMNS)
-        for clip in clips:
-            writer.writerow(
-                [
-                    clip.video_id,
-                    "" if clip.start is None else clip.start,
-                    "" if clip.end is None else clip.end,
-                    clip.text,
-                ]
-            )
-    tmp.replace(path)
+    """Write the clip list CSV ``video_id,start,end,text`` (atomically; empty start/end = the whole video)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(RETRIEVAL_COLUMNS)
+    for clip in clips:
+        start = "" if clip.start is None else clip.start
+        writer.writerow([clip.video_id, start, "" if clip.end is None else clip.end, clip.text])
+    storage.write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 def _step_intervals(step: dict) -> list[tuple[float, float]]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mcn import storage
 from mcn.configs import config_to_dict, save_config, write_json_atomic
 from mcn.errors import MCNError
 from mcn.eval import benchmarks, embed, localization, protocols, report, retrieval
@@ -421,7 +422,5 @@ def run_eval(config: EvalConfig) -> dict:
     page = report.render_report(
         f"mcn {config.kind} evaluation", sections, config_to_dict(config), config.report.thumbnails
     )
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out / "report.html")
+    storage.write_bytes(out / "report.html", page.encode("utf-8"))
     return flat

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcn import storage
 from mcn.configs import save_config
 from mcn.errors import MCNError
 from mcn.eval import adapters, benchmarks, protocols
@@ -100,14 +102,12 @@ def find_videos(folder: str | Path, video_ids: list[str]) -> tuple[dict[str, Pat
 
 def write_manifest(path: Path, found: dict[str, Path]) -> None:
     """The extraction manifest: ``video_id,video_path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video_id", "video_path"])
-        for video_id, video_path in found.items():
-            writer.writerow([video_id, str(video_path)])
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["video_id", "video_path"])
+    for video_id, video_path in found.items():
+        writer.writerow([video_id, str(video_path)])
+    storage.write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 @dataclass(frozen=True)

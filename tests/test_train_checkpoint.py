@@ -125,14 +125,14 @@ def test_latest_is_never_half_written(tmp_path, monkeypatch):
     stage(run, 2)  # a crash here (folder staged, not published) leaves latest at step 1
     assert ckpt.latest_checkpoint(run).name == "step-000001"
 
-    real_replace = Path.replace
+    real_replace = os.replace
 
-    def crash_on_the_pointer(self, target):
+    def crash_on_the_pointer(source, target):
         if Path(target).name == ckpt.LATEST:
             raise OSError("killed while switching latest")
-        return real_replace(self, target)
+        return real_replace(source, target)
 
-    monkeypatch.setattr(Path, "replace", crash_on_the_pointer)
+    monkeypatch.setattr(os, "replace", crash_on_the_pointer)
     with pytest.raises(OSError, match="killed"):
         ckpt.publish(run, 2, keep_last=3)
     # the pointer is switched by one rename: it still names the complete previous folder

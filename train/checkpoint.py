@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mcn import storage
 from mcn.configs import config_from_dict, config_to_dict, write_json_atomic
 from mcn.errors import MCNError
 from mcn.train.config import TrainConfig
@@ -44,9 +45,7 @@ def step_name(step: int) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    storage.write_bytes(path, text.encode())
 
 
 def rng_state() -> dict[str, Any]:

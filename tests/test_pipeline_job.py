@@ -452,6 +452,17 @@ def test_a_killed_model_actor_requeues_exactly_the_videos_its_batch_held(
     assert verify_store(tmp_path / "store") == []
 
 
+def kill_after_the_first_shard(command: list[str], out) -> None:
+    """Start the ``mcn extract`` command and SIGKILL it once the store ``out`` (a folder or URL) has a shard."""
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not store.list_shards(out) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert driver.returncode == -signal.SIGKILL, driver.stderr.read().decode()[-2000:]
+
+
 def test_killed_driver_resumes_to_the_same_content(cluster, baseline, corpus, tmp_path):
     out = tmp_path / "store"
     command = [
@@ -472,13 +483,7 @@ def test_killed_driver_resumes_to_the_same_content(cluster, baseline, corpus, tm
         "1",
         "--no-progress",
     ]
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not store.list_shards(out) and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    assert driver.returncode == -signal.SIGKILL, driver.stderr.read().decode()[-2000:]
+    kill_after_the_first_shard(command, out)
     assert not (out / store.MANIFEST).exists()
     summary = run_extraction(job_config(corpus, out, max_videos=1))
     assert summary["skipped_already_done"] >= 1
@@ -632,13 +637,7 @@ def test_killed_driver_on_a_bucket_resumes_to_the_same_content(
     command = [sys.executable, "-m", "mcn", "extract", videos, "--out", out, "--preset", "tiny_cpu"]
     command += ["--word-vectors", str(corpus / "vectors.txt"), "--address", cluster.address]
     command += ["--max-videos-per-shard", "1", "--no-progress"]
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not store.list_shards(out) and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    assert driver.returncode == -signal.SIGKILL, driver.stderr.read().decode()[-2000:]
+    kill_after_the_first_shard(command, out)
     assert not storage.exists(f"{out}/{store.MANIFEST}")
     assert storage.exists(f"{out}/.lock"), "a killed driver leaves its lock behind"
 

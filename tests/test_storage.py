@@ -405,3 +405,24 @@ def test_an_object_lock_is_renewed_and_knows_when_it_was_taken_over(s3_bucket):
 def test_filesystems_without_exclusive_create_cannot_be_locked():
     with pytest.raises(MCNError, match="no exclusive create"):
         storage.acquire_lock("memory://bucket/store/.lock", "busy")
+
+
+def test_of_writers_racing_for_an_object_lock_exactly_one_gets_it(s3_bucket):
+    url = f"{s3_bucket}/store/.lock"
+    start, results = threading.Barrier(6), []
+
+    def race() -> None:
+        start.wait()
+        try:
+            results.append(storage.acquire_lock(url, "busy"))
+        except storage.LockBusy:
+            results.append(None)
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    held = [lock for lock in results if lock is not None]
+    assert len(results) == 6 and len(held) == 1, results
+    held[0].release()

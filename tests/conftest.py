@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import uuid
 
@@ -77,3 +78,15 @@ def s3_deny_reads():
 def s3_deny_writes():
     """``s3_deny_writes(bucket_url, prefix)``: the test server refuses uploads below ``prefix``."""
     return lambda bucket_url, prefix: deny_s3(bucket_url, prefix, "s3:PutObject")
+
+
+@pytest.fixture
+def ctrl_c_delivered():
+    """SIGINT handled as in an interactive shell, by this process and the processes it starts, also where the
+    suite itself runs with SIGINT ignored (as anything started with ``&`` from a script does): the tests of
+    Ctrl-C need it to arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -240,7 +240,7 @@ def mcn_extract(videos: Path, out: Path, corpus: Path, *extra: str, cwd: Path | 
     )
 
 
-def test_sigint_after_the_job_finished_exits_zero(corpus, tmp_path):
+def test_sigint_after_the_job_finished_exits_zero(ctrl_c_delivered, corpus, tmp_path):
     out = tmp_path / "store"
     job = mcn_extract(corpus / "videos", out, corpus, start_new_session=True)
     deadline = time.monotonic() + 400
@@ -258,7 +258,7 @@ def test_sigint_after_the_job_finished_exits_zero(corpus, tmp_path):
     assert verify_store(out) == []
 
 
-def test_ctrl_c_twice_exits_130_without_traceback_and_the_rerun_completes(corpus, tmp_path):
+def test_ctrl_c_twice_exits_130_without_traceback_and_the_rerun_completes(ctrl_c_delivered, corpus, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(corpus / "videos", videos)
     for index in range(4):

@@ -237,7 +237,7 @@ class InterruptedWhileUploading:
         return stream
 
 
-def test_ctrl_c_during_an_upload_comes_after_it(s3_bucket, monkeypatch):
+def test_ctrl_c_during_an_upload_comes_after_it(ctrl_c_delivered, s3_bucket, monkeypatch):
     target = f"{s3_bucket}/manifest.json"
     real_resolve = storage.resolve
 

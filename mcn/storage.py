@@ -452,8 +452,9 @@ class ObjectLock:
         server_now = found["ResponseMetadata"]["HTTPHeaders"].get("date")
         age = _age_s(found["LastModified"], server_now)
         lease = float(holder.get("lease_s") or self.lease_s)
-        if not (_process_ended(holder) or age > lease):
-            who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown writer"
+        ended = _process_ended(holder)
+        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown writer"
+        if not (ended or age > lease):
             raise LockBusy(
                 f"{busy} (the lock {self.url} is held by {who}, last renewed {age:.0f} s ago; a lock that is "
                 f"not renewed for {lease:.0f} s is taken over)",
@@ -468,8 +469,8 @@ class ObjectLock:
         logger.warning(
             "took over the lock %s of %s (%s)",
             self.url,
-            f"process {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown writer",
-            "its process has ended" if _process_ended(holder) else f"not renewed for {age:.0f} s",
+            who,
+            "its process has ended" if ended else f"not renewed for {age:.0f} s",
         )
         return etag
 

@@ -32,6 +32,7 @@ from mcn.pipeline.writer import (
     check_store_folders,
     lock_store,
     quarantine,
+    remove_manifest,
     scan_store,
 )
 from mcn.storage import StorePath
@@ -296,9 +297,7 @@ def repair_store(root: StorePath) -> tuple[StorePath | None, dict[StorePath, str
         _, damaged = check_store(root)
         if not damaged:
             return None, {}
-        manifest = storage.join(root, store.MANIFEST)
-        if manifest not in damaged and storage.lexists(manifest):
-            storage.remove(manifest)
+        remove_manifest(root, damaged)
         return quarantine(root, damaged), damaged
     finally:
         lock.release()

@@ -303,6 +303,13 @@ def _remove_strays(root: storage.StorePath) -> None:
             stray.unlink(missing_ok=True)
 
 
+def remove_manifest(root: storage.StorePath, damaged: dict[storage.StorePath, str]) -> None:
+    """Mark the store unfinished: its manifest goes (unless it is damaged, and so goes to quarantine)."""
+    manifest = storage.join(root, store.MANIFEST)
+    if manifest not in damaged and storage.lexists(manifest):
+        storage.remove(manifest)
+
+
 def write_table_atomic(table: pa.Table, path: storage.StorePath) -> None:
     """Write a Parquet table that appears at ``path`` complete or not at all (never through a link)."""
     with storage.atomic_write(path) as file:
@@ -379,9 +386,7 @@ class StoreWriter:
     def commit(self) -> None:
         """The first changes: the manifest goes (the store is unfinished from here on), damaged files move into
         quarantine, the identity is recorded, stray temporary files are deleted."""
-        manifest = storage.join(self.root, store.MANIFEST)
-        if manifest not in self.scan.damaged and storage.lexists(manifest):
-            storage.remove(manifest)
+        remove_manifest(self.root, self.scan.damaged)
         lost = self.scan.lost_video_ids()
         folder = quarantine(self.root, self.scan.damaged)
         if folder is not None:

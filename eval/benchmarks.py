@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -131,13 +130,11 @@ def read_retrieval_clips(path: str | Path) -> list[RetrievalClip]:
 
 def write_retrieval_clips(path: str | Path, clips: list[RetrievalClip]) -> None:
     """Write the clip list CSV ``video_id,start,end,text`` (atomically; empty start/end = the whole video)."""
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(RETRIEVAL_COLUMNS)
-    for clip in clips:
-        start = "" if clip.start is None else clip.start
-        writer.writerow([clip.video_id, start, "" if clip.end is None else clip.end, clip.text])
-    storage.write_bytes(path, text.getvalue().encode("utf-8"))
+    rows = [
+        (c.video_id, "" if c.start is None else c.start, "" if c.end is None else c.end, c.text)
+        for c in clips
+    ]
+    storage.write_csv(path, [RETRIEVAL_COLUMNS, *rows])
 
 
 def _step_intervals(step: dict) -> list[tuple[float, float]]:

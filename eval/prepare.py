@@ -12,9 +12,7 @@ word-vector file.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +100,7 @@ def find_videos(folder: str | Path, video_ids: list[str]) -> tuple[dict[str, Pat
 
 def write_manifest(path: Path, found: dict[str, Path]) -> None:
     """The extraction manifest: ``video_id,video_path``."""
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(["video_id", "video_path"])
-    for video_id, video_path in found.items():
-        writer.writerow([video_id, str(video_path)])
-    storage.write_bytes(path, text.getvalue().encode("utf-8"))
+    storage.write_csv(path, [("video_id", "video_path"), *((v, str(p)) for v, p in found.items())])
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,18 +98,11 @@ def fingerprint(
     return digest.hexdigest()
 
 
-def cache_folder() -> Path:
-    """``$MCN_CACHE_DIR``, else ``$XDG_CACHE_HOME/mcn``, else ``~/.cache/mcn``."""
-    if os.environ.get("MCN_CACHE_DIR"):
-        return Path(os.environ["MCN_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mcn"
-
-
 def local_index_folder(root: storage.StorePath, index_dir: str | None = None) -> storage.StorePath:
     """Where the indexes of the store at ``root`` go when the store cannot hold them: a folder of
-    ``index_dir`` (default: ``search-index`` in :func:`cache_folder`) named after the store's location (the
+    ``index_dir`` (default: ``search-index`` in :func:`mcn.storage.cache_folder`) named after the store's location (the
     resolved path, or the URL), so that two stores never share one."""
-    base = os.path.expanduser(index_dir) if index_dir else cache_folder() / LOCAL_INDEX_DIR
+    base = os.path.expanduser(index_dir) if index_dir else storage.cache_folder() / LOCAL_INDEX_DIR
     location = str(root).rstrip("/") if storage.is_remote(root) else str(storage.local_path(root).resolve())
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", location)[-48:].strip("-.")
     tag = hashlib.blake2b(location.encode(), digest_size=8).hexdigest()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcn import storage
 from mcn.errors import MCNError
 from mcn.extract.constants import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 
@@ -35,9 +36,8 @@ Captions = list[tuple[float, float, str]]
 
 
 def default_whisper_dir() -> Path:
-    """Where the faster-whisper base model is assembled from the two pip packages."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "mcn" / "whisper-base-ct2"
+    """Where the faster-whisper base model is assembled from the two pip packages (in the cache folder)."""
+    return storage.cache_folder() / "whisper-base-ct2"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,9 +20,11 @@ object created with a conditional write (``If-None-Match: *``) and kept alive by
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import fnmatch
+import io
 import json
 import logging
 import os
@@ -33,7 +35,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePath
 from typing import BinaryIO
 
@@ -68,6 +70,14 @@ STORE_ENV_VARS = (
 def store_env() -> dict[str, str]:
     """This process's :data:`STORE_ENV_VARS` that are set."""
     return {name: os.environ[name] for name in STORE_ENV_VARS if name in os.environ}
+
+
+def cache_folder() -> Path:
+    """The local folder for caches (assembled models, search indexes of read-only stores): ``$MCN_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/mcn``, else ``~/.cache/mcn`` (an empty variable counts as unset)."""
+    if os.environ.get("MCN_CACHE_DIR"):
+        return Path(os.environ["MCN_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mcn"
 
 
 def is_remote(path: StorePath) -> bool:
@@ -621,6 +631,13 @@ def write_bytes(path: StorePath, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path) as file:
         file.write(data)
+
+
+def write_csv(path: StorePath, rows: Iterable[Sequence[object]]) -> None:
+    """Write ``rows`` (the header first) to ``path`` as a UTF-8 CSV file, atomically."""
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 FETCH_REASONS = ("not_found", "denied", "timeout", "too_large", "error")

@@ -20,6 +20,7 @@ from eval_store import make_record, make_store, save_tiny_checkpoint, tiny_model
 from mcn import cli, storage
 from mcn.errors import MCNError
 from mcn.eval import config, embed, search
+from mcn.extract import asr
 from mcn.store import StoreReader, copy_store
 
 
@@ -171,12 +172,13 @@ def writable_results(store, checkpoint, capsys) -> str:
 def test_local_index_folder_is_named_after_the_store_location(tmp_path, monkeypatch):
     monkeypatch.delenv("MCN_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert search.cache_folder() == tmp_path / "xdg" / "mcn"
+    assert storage.cache_folder() == tmp_path / "xdg" / "mcn"
     monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty is unset
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert search.cache_folder() == tmp_path / "home" / ".cache" / "mcn"
+    assert storage.cache_folder() == tmp_path / "home" / ".cache" / "mcn"
     monkeypatch.setenv("MCN_CACHE_DIR", str(tmp_path / "mine"))
-    assert search.cache_folder() == tmp_path / "mine"
+    assert storage.cache_folder() == tmp_path / "mine"
+    assert asr.default_whisper_dir() == tmp_path / "mine" / "whisper-base-ct2"  # the one cache folder
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").symlink_to(tmp_path / "a")

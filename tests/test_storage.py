@@ -342,6 +342,15 @@ def _put_lock(url: str, record: dict) -> None:
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
 
 
+def _takes_the_lock(url: str, field: str, expected: object) -> None:
+    """This process takes the object lock at ``url``, whose record then says ``field`` = ``expected``."""
+    lock = storage.acquire_lock(url, "busy")
+    try:
+        assert _lock_record(url)[field] == expected
+    finally:
+        lock.release()
+
+
 @pytest.mark.parametrize("where", ["local", "bucket"])
 def test_one_writer_holds_a_lock_and_the_next_gets_it_after_release(where, tmp_path, request):
     path = tmp_path / ".lock" if where == "local" else f"{request.getfixturevalue('s3_bucket')}/store/.lock"
@@ -362,11 +371,7 @@ def test_an_object_lock_of_an_ended_process_is_taken_over_at_once(s3_bucket):
     holder = {**storage._this_process(), "pid": ended.pid, "pid_started": time.time(), "lease_s": 3600}
     ended.wait()
     _put_lock(url, holder)
-    lock = storage.acquire_lock(url, "busy")
-    try:
-        assert _lock_record(url)["pid"] == os.getpid()
-    finally:
-        lock.release()
+    _takes_the_lock(url, "pid", os.getpid())
 
 
 def test_an_object_lock_of_another_machine_waits_for_its_lease(s3_bucket):
@@ -376,11 +381,7 @@ def test_an_object_lock_of_another_machine_waits_for_its_lease(s3_bucket):
     with pytest.raises(storage.LockBusy, match="held by process 1 on other-node"):
         storage.acquire_lock(url, "busy")
     time.sleep(2.5)  # the bucket's clock counts whole seconds
-    lock = storage.acquire_lock(url, "busy")
-    try:
-        assert _lock_record(url)["host"] == socket.gethostname()
-    finally:
-        lock.release()
+    _takes_the_lock(url, "host", socket.gethostname())
 
 
 def test_an_object_lock_is_renewed_and_knows_when_it_was_taken_over(s3_bucket):

@@ -135,6 +135,8 @@ def profile_decode(path: Path, repeats: int) -> None:
               "-threads", "1", "-i", str(path), "-filter_complex"]  # fmt: skip
     two_outputs = ["-map", "[o1]", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", os.devnull,
                    "-map", "[o2]", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", os.devnull]  # fmt: skip
+    # the same scaling without the colour conversion: the scalers write yuv420p (crop offsets become even)
+    yuv_outputs = [arg if arg != "rgb24" else "yuv420p" for arg in two_outputs]
     picking = f"[0:v:0]split=2[a][b];[a]fps={config.rate_2d:g}[o1];[b]fps={config.rate_3d:g}[o2]"
     size_2d = decode.output_size_2d(width, height, config.size_2d)
     steps = {
@@ -142,7 +144,8 @@ def profile_decode(path: Path, repeats: int) -> None:
             ("decode (bare, -f null)", lambda: bare_decode_cpu(path)),
             ("+ split, fps filters", lambda: run_cpu([*ffmpeg, picking, "-map", "[o1]", "-f", "null", "-",
                                                       "-map", "[o2]", "-f", "null", "-"])),  # fmt: skip
-            ("+ scale (bicubic) + rgb24 + crop, to /dev/null", lambda: run_cpu([*ffmpeg, graph, *two_outputs])),
+            ("+ scale (bicubic) + crop, yuv420p, to /dev/null", lambda: run_cpu([*ffmpeg, graph, *yuv_outputs])),
+            ("+ rgb24 in the scaler (the reference), to /dev/null", lambda: run_cpu([*ffmpeg, graph, *two_outputs])),
             ("+ pipes, reader threads (the backend)", lambda: decode_cpu(path, info, decode.DecodeConfig(backend="ffmpeg"))[1]),
         ],
         "ffmpeg, fast kernel": [

@@ -39,6 +39,8 @@ from command_check import (
 )
 from torch.distributed.run import get_args_parser as torchrun_parser
 
+from mcn.storage import STORE_ENV_VARS
+
 DOCKERFILE = DOCKER / "Dockerfile"
 HEALTHCHECK = DOCKER / "healthcheck.py"
 SMOKE = DOCKER / "smoke.sh"
@@ -509,8 +511,9 @@ def test_torchrun_script_launches_mcn_train_directly_and_in_the_image(tmp_path: 
     assert "/mnt/data:/data" in argv[:image_at] and "--env" not in argv
     check_torchrun(argv[image_at + 1 :])
 
-    # a store in S3: the container gets the host's endpoint and keys by name, the values stay off the command line
-    aws = {"AWS_ENDPOINT_URL": "http://10.0.0.2:9000", "AWS_SECRET_ACCESS_KEY": "not-on-the-command-line"}
+    # a store in S3: the container gets every one of the host's store settings (the names the Python side hands
+    # to its workers) by name, the values stay off the command line
+    aws = {name: f"not-on-the-command-line-{i}" for i, name in enumerate(STORE_ENV_VARS)}
     result, argv = run_torchrun_script(
         tmp_path, ["s3://bucket/store", "/data/runs/mcn"], {**env, "MCN_IMAGE": "mcn:0.1.0", **aws}
     )

@@ -44,10 +44,6 @@ def step_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    storage.write_bytes(path, text.encode())
-
-
 def rng_state() -> dict[str, Any]:
     """This process's random states as tensors and plain containers."""
     np_state = np.random.get_state(legacy=False)
@@ -113,7 +109,7 @@ def publish(run_dir: str | Path, step: int, keep_last: int) -> Path:
     if final.exists():
         shutil.rmtree(final)
     staging_dir(run_dir, step).rename(final)
-    _write_text_atomic(root / LATEST, final.name + "\n")
+    storage.write_bytes(root / LATEST, f"{final.name}\n".encode())
     finished = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in finished[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)

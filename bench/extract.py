@@ -137,6 +137,9 @@ def profile_decode(path: Path, repeats: int) -> None:
                    "-map", "[o2]", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", os.devnull]  # fmt: skip
     # the same scaling without the colour conversion: the scalers write yuv420p (crop offsets become even)
     yuv_outputs = [arg if arg != "rgb24" else "yuv420p" for arg in two_outputs]
+    # what the backend asks for: planar RGB (gbrp) where the scaled width is odd, the same frames for less
+    formats = iter(decode_ffmpeg.output_formats(info, config))
+    own_outputs = [next(formats) if arg == "rgb24" else arg for arg in two_outputs]
     picking = f"[0:v:0]split=2[a][b];[a]fps={config.rate_2d:g}[o1];[b]fps={config.rate_3d:g}[o2]"
     size_2d = decode.output_size_2d(width, height, config.size_2d)
     steps = {
@@ -146,7 +149,8 @@ def profile_decode(path: Path, repeats: int) -> None:
                                                       "-map", "[o2]", "-f", "null", "-"])),  # fmt: skip
             ("+ scale (bicubic) + crop, yuv420p, to /dev/null", lambda: run_cpu([*ffmpeg, graph, *yuv_outputs])),
             ("+ rgb24 in the scaler (the reference), to /dev/null", lambda: run_cpu([*ffmpeg, graph, *two_outputs])),
-            ("+ pipes, reader threads (the backend)", lambda: decode_cpu(path, info, decode.DecodeConfig(backend="ffmpeg"))[1]),
+            ("  or gbrp at odd widths (the backend), to /dev/null", lambda: run_cpu([*ffmpeg, graph, *own_outputs])),
+            ("+ pipes, reader threads, interleaving (the backend)", lambda: decode_cpu(path, info, decode.DecodeConfig(backend="ffmpeg"))[1]),
         ],
         "ffmpeg, fast kernel": [
             ("crop + scale (area) + rgb24 last, to /dev/null", lambda: run_cpu([*ffmpeg, fast_graph, *two_outputs])),

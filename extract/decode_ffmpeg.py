@@ -23,7 +23,9 @@ also reports an output that "received no packets") gets the video's last frame, 
 without the ``fps`` filter, so every video of at least one frame has at least one frame per stream, as the decord
 backend does.
 
-The two outputs are raw RGB on two pipes (``pipe:N`` with ``pass_fds``). One reader thread per pipe fills whole
+The two outputs are raw RGB on two pipes (``pipe:N`` with ``pass_fds``): packed ``rgb24``, or planar ``gbrp``
+where the scaled width is odd (the same frames for about half the scaler's colour-conversion cost, see
+:func:`output_formats`), interleaved by the reader. One reader thread per pipe fills whole
 windows straight into numpy arrays (``os.readv``, no extra copies) and hands them over through a one-slot queue,
 so memory is bounded by a few windows whatever the video length; a third thread keeps the tail of stderr. Both
 pipes must be drained at once: ffmpeg stops when either is full. ffmpeg is killed when no window arrives within
@@ -42,6 +44,7 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 
+import numba
 import numpy as np
 
 from mcn.extract.decode_types import (
@@ -87,6 +90,24 @@ def resize_chains(info: VideoInfo, config: DecodeConfig) -> tuple[str, str]:
     return f"scale={width_2d}:{height_2d}", chain_3d
 
 
+def output_formats(info: VideoInfo, config: DecodeConfig) -> tuple[str, str]:
+    """The pixel format ffmpeg writes for each output, (2D, 3D): ``rgb24``, or planar ``gbrp`` where that is
+    the same picture at a lower cost.
+
+    A scaler that writes RGB at an odd width interpolates the chroma at full width (swscale forces it for odd
+    output widths), and then packed ``rgb24`` and planar ``gbrp`` are the same arithmetic with the channels
+    stored apart; swscale's planar writer is vectorised, its packed one is not, so the planar output costs about
+    half as much. The reader interleaves the planes (:func:`_interleave`). Even widths keep ``rgb24``: there the
+    scaler shares one chroma sample between two pixels, which ``gbrp`` never does. The fast kernel converts its
+    colour on the small frames and keeps ``rgb24``.
+    """
+    width, height = info.display_size
+    width_2d, _ = output_size_2d(width, height, config.size_2d)
+    width_3d, _ = output_size_2d(width, height, config.size_3d)
+    odd_3d = config.kernel == "reference" and width_3d % 2 == 1
+    return ("gbrp" if width_2d % 2 == 1 else "rgb24"), ("gbrp" if odd_3d else "rgb24")
+
+
 def filter_graph(info: VideoInfo, config: DecodeConfig) -> tuple[str, tuple[int, int]]:
     """The ``-filter_complex`` graph (outputs ``[o1]`` 2D, ``[o2]`` 3D) and the 2D frame (width, height)."""
     chain_2d, chain_3d = resize_chains(info, config)
@@ -121,13 +142,24 @@ def _put(slot: queue.Queue, item: object, stop: threading.Event) -> None:
 
 
 def _read_windows(
-    fd: int, frame_shape: tuple[int, int, int], per_window: int, slot: queue.Queue, stop: threading.Event
+    fd: int,
+    frame_shape: tuple[int, int, int],
+    per_window: int,
+    slot: queue.Queue,
+    stop: threading.Event,
+    planar: bool = False,
 ) -> None:
-    """Reader thread: put arrays of ``per_window`` frames (the last one shorter), then None; or the OSError."""
-    frame_bytes = int(np.prod(frame_shape))
+    """Reader thread: put arrays of ``per_window`` frames (the last one shorter), then None; or the OSError.
+
+    ``frame_shape`` is (H, W, 3). With ``planar`` the pipe carries ``gbrp`` frames: they are read into one
+    buffer, reused for every window, and interleaved from it into each window's RGB array.
+    """
+    height, width, channels = frame_shape
+    frame_bytes = height * width * channels
+    planes = np.empty((per_window, channels, height, width), dtype=np.uint8) if planar else None
     try:
         while not stop.is_set():
-            window = np.empty((per_window, *frame_shape), dtype=np.uint8)
+            window = planes if planar else np.empty((per_window, *frame_shape), dtype=np.uint8)
             view = memoryview(window.reshape(-1))
             filled = 0
             while filled < len(view):
@@ -136,12 +168,36 @@ def _read_windows(
                     break
                 filled += count
             if filled >= frame_bytes:
-                _put(slot, window[: filled // frame_bytes], stop)
+                frames = window[: filled // frame_bytes]
+                if planar:
+                    frames_NHWC = np.empty((len(frames), *frame_shape), dtype=np.uint8)
+                    _interleave(frames, frames_NHWC)
+                    frames = frames_NHWC
+                _put(slot, frames, stop)
             if filled < len(view):
                 break
         _put(slot, None, stop)
     except OSError as error:
         _put(slot, error, stop)
+
+
+@numba.njit(
+    numba.void(numba.uint8[:, :, :, ::1], numba.uint8[:, :, :, ::1]),
+    cache=True,
+    nogil=True,
+    boundscheck=False,
+)
+def _interleave(planes_NCHW, out_NHWC):
+    """out = the ``gbrp`` frames (planes G, B, R) as RGB, in one pass over each frame."""
+    for n in range(planes_NCHW.shape[0]):
+        green = planes_NCHW[n, 0].reshape(-1)
+        blue = planes_NCHW[n, 1].reshape(-1)
+        red = planes_NCHW[n, 2].reshape(-1)
+        dst = out_NHWC[n].reshape(-1)
+        for i in range(green.shape[0]):
+            dst[3 * i] = red[i]
+            dst[3 * i + 1] = green[i]
+            dst[3 * i + 2] = blue[i]
 
 
 def _drain(stream, tail: bytearray) -> None:
@@ -179,8 +235,9 @@ def iter_windows(
         "-filter_complex_threads", "1", "-threads", str(config.decode_threads), "-i", path,
         "-filter_complex", graph,
     ]  # fmt: skip
-    for label, (_, write_fd) in zip(("[o1]", "[o2]"), pipes):
-        cmd += ["-map", label, "-f", "rawvideo", "-pix_fmt", "rgb24", f"pipe:{write_fd}"]
+    formats = output_formats(info, config)
+    for label, (_, write_fd), pix_fmt in zip(("[o1]", "[o2]"), pipes, formats):
+        cmd += ["-map", label, "-f", "rawvideo", "-pix_fmt", pix_fmt, f"pipe:{write_fd}"]
     try:
         proc = subprocess.Popen(
             cmd,
@@ -199,13 +256,15 @@ def iter_windows(
         for _, write_fd in pipes:  # ffmpeg holds the write ends now: EOF comes when it exits
             os.close(write_fd)
     usage = DecoderUsage() if usage is None else usage
-    yield from _windows(proc, pipes, shapes, per_window, path, info, config, usage)
+    planar = tuple(pix_fmt == "gbrp" for pix_fmt in formats)
+    yield from _windows(proc, pipes, shapes, planar, per_window, path, info, config, usage)
 
 
 def _windows(
     proc: subprocess.Popen,
     pipes: list[tuple[int, int]],
     shapes: tuple[tuple[int, int, int], ...],
+    planar: tuple[bool, bool],
     per_window: tuple[int, int],
     path: str,
     info: VideoInfo,
@@ -216,8 +275,8 @@ def _windows(
     slots: list[queue.Queue] = [queue.Queue(maxsize=1), queue.Queue(maxsize=1)]
     tail = bytearray()
     threads = [
-        threading.Thread(target=_read_windows, args=(fd, shape, count, slot, stop), daemon=True)
-        for (fd, _), shape, count, slot in zip(pipes, shapes, per_window, slots)
+        threading.Thread(target=_read_windows, args=(fd, shape, count, slot, stop, flat), daemon=True)
+        for (fd, _), shape, flat, count, slot in zip(pipes, shapes, planar, per_window, slots)
     ]
     threads.append(threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True))
     for thread in threads:

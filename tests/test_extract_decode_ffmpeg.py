@@ -11,6 +11,7 @@ from media import FFMPEG, make_counter_video, make_vfr_video, make_video
 
 from mcn.errors import MCNError
 from mcn.extract.decode import DecodeConfig, DecoderUsage, iter_frame_windows, probe
+from mcn.extract.decode_ffmpeg import output_formats
 
 CONFIG = DecodeConfig(window_seconds=2.0, backend="ffmpeg")
 
@@ -57,6 +58,16 @@ VIDEOS = {
     "vp9 webm with audio": lambda d: make_video(
         d / "v.webm", seconds=3.0, fps=30, size=(176, 144), codec="libvpx-vp9"
     ),  # fmt: skip
+    # odd scaled widths: the backend reads planar RGB (gbrp) there, which must be the reference's rgb24 frames
+    "4:3 full range": lambda d: make_video(
+        d / "j.mp4", seconds=2.0, size=(160, 120), audio=False, extra_args=("-pix_fmt", "yuvj420p")
+    ),  # fmt: skip
+    "odd 2D width, 4:4:4": lambda d: make_video(
+        d / "f.mp4", seconds=2.0, size=(720, 404), audio=False, extra_args=("-pix_fmt", "yuv444p")
+    ),  # fmt: skip
+    "10-bit": lambda d: make_video(
+        d / "t.mp4", seconds=2.0, size=(640, 360), audio=False, extra_args=("-pix_fmt", "yuv420p10le")
+    ),  # fmt: skip
     "rotated 90": lambda d: rotated(make_video(d / "l.mp4", seconds=2.0, size=(320, 180)), d / "r.mp4", 90),
 }
 
@@ -65,6 +76,11 @@ VIDEOS = {
 def test_frames_equal_the_reference_commands(tmp_path, case):
     """One pass with a split graph gives exactly the frames of the reference's two separate ffmpeg passes."""
     path = VIDEOS[case](tmp_path)
+    info = probe(path)
+    planar = output_formats(info, CONFIG)
+    width, height = info.display_size
+    odd = tuple(int(width * size / min(width, height)) % 2 == 1 for size in (224, 112))
+    assert planar == tuple("gbrp" if o else "rgb24" for o in odd)
     frames_2d, frames_3d = decode_all(path)
     expected_2d, expected_3d = reference_streams(path)
     assert frames_2d.shape == expected_2d.shape and frames_3d.shape == expected_3d.shape

@@ -16,7 +16,10 @@ that to the bare decode's. CPU seconds hold up when other work shares the machin
 (``taskset -c 1``: child processes inherit it) for the per-core figure.
 
 ``--profile`` adds the ablation of docs/extraction.md: the CPU seconds of each backend's pipeline built up one
-step at a time (decoding, frame picking, scaling and colour conversion, copies and pipes, Python).
+step at a time (decoding, frame picking, scaling and colour conversion, copies and pipes, Python), then the same
+runs split by thread (Linux ``/proc``): ffmpeg's decoder thread against its filter-graph thread, and decord's
+own decoding thread against the Python thread that places the frames. A split within one run holds up better
+than a difference between two runs on a machine whose CPU seconds move between runs.
 
 On a GPU it measures the full-size networks twice: model-only (random device tensors straight into the
 network, as the spec's bounds were measured) and through the extractor classes (uint8 numpy frames in,
@@ -28,16 +31,20 @@ clips/s). Compare figures only between runs on the same card.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
+import psutil
 import torch
 
 from mcn.extract import decode, decode_ffmpeg, decode_worker, visual
@@ -63,10 +70,15 @@ DECODE_RUNS = {  # label: the decode settings of a job
 }
 
 
+def bare_decode_cmd(path: Path) -> list[str]:
+    """A single-thread decode of every video frame, nothing else."""
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(path),
+            "-map", "0:v", "-f", "null", "-"]  # fmt: skip
+
+
 def bare_decode_cpu(path: Path) -> float:
-    """CPU seconds of a single-thread decode of every video frame, nothing else."""
-    return run_cpu([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(path),
-                    "-map", "0:v", "-f", "null", "-"])  # fmt: skip
+    """CPU seconds of :func:`bare_decode_cmd`."""
+    return run_cpu(bare_decode_cmd(path))
 
 
 def run_cpu(cmd: list[str]) -> float:
@@ -116,11 +128,11 @@ def bench_decode(path: Path, label: str, repeats: int) -> None:
               f"({results[0][2]} 2D + {results[0][3]} 3D frames)")  # fmt: skip
 
 
-def span(values) -> str:
-    """ "a" or "a-b": the range of repeated measurements."""
+def span(values, digits: int = 1, width: int = 5) -> str:
+    """ "a" (padded to ``width``) or "a-b": the range of repeated measurements."""
     values = sorted(values)
-    low, high = values[0], values[-1]
-    return f"{low:5.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}"
+    low, high = f"{values[0]:.{digits}f}", f"{values[-1]:.{digits}f}"
+    return f"{low:>{width}}" if low == high else f"{low}-{high}"
 
 
 def profile_decode(path: Path, repeats: int) -> None:
@@ -173,6 +185,165 @@ def profile_decode(path: Path, repeats: int) -> None:
                 f"profile {backend:<20} {name:<52} {seconds:6.2f} s  {info.duration / seconds:5.1f} video-s per CPU-s{delta}"
             )
             previous = seconds
+    profile_threads(
+        path,
+        info,
+        {"bare decode": bare_decode_cmd(path), "ffmpeg backend graph": [*ffmpeg, graph, *own_outputs]},
+        repeats,
+    )
+
+
+THREAD_SAMPLE_S = 0.02  # how often /proc is read while a profiled run works
+
+
+class ThreadCPU:
+    """CPU seconds of each thread of process ``pid`` while a run works: ``/proc/PID/task`` read every
+    ``THREAD_SAMPLE_S`` by a sampler thread (its own thread is left out, its CPU seconds kept in ``own_cpu_s``),
+    the last reading of each thread kept, less what a thread had used before the run. ``pid`` may be a function
+    that finds the process once it has started (None until then).
+
+    A thread's last ``THREAD_SAMPLE_S`` before it exits can be missed; :meth:`groups` puts what the process's
+    total (given by the caller) has beyond the sampled threads under ``"unsampled"``.
+    """
+
+    def __init__(self, pid: int | Callable[[], int | None]) -> None:
+        self.pid = pid
+        self.own_cpu_s = 0.0
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.baseline: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.sampler = threading.Thread(target=self._run, daemon=True)
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> ThreadCPU:
+        self.sample()
+        self.baseline = {tid: seconds for tid, (_, seconds) in self.seen.items()}  # threads already running
+        self.sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.sampler.join()
+
+    def _run(self) -> None:
+        own = threading.get_native_id()
+        while True:
+            self.sample(skip=own)
+            if self.stop.wait(THREAD_SAMPLE_S):
+                self.own_cpu_s = time.thread_time()
+                return
+
+    def sample(self, skip: int = -1) -> None:
+        pid = self.pid if isinstance(self.pid, int) else self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(OSError):
+            for task in os.scandir(f"/proc/{pid}/task"):
+                tid = int(task.name)
+                if tid == skip:
+                    continue
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    comm = Path(task.path, "comm").read_text().strip()
+                    fields = Path(task.path, "stat").read_text().rpartition(")")[2].split()
+                    self.seen[tid] = (comm, (int(fields[11]) + int(fields[12])) / self.tick)  # utime, stime
+
+    def groups(self, group_of, total_s: float | None = None) -> dict[str, float]:
+        """CPU seconds per ``group_of(tid, thread name)``, plus "unsampled" when ``total_s`` is given."""
+        sums: dict[str, float] = {}
+        for tid, (comm, seconds) in self.seen.items():
+            group = group_of(tid, comm)
+            sums[group] = sums.get(group, 0.0) + seconds - self.baseline.get(tid, 0.0)
+        if total_s is not None:
+            sums["unsampled"] = max(0.0, total_s - sum(sums.values()))
+        return sums
+
+
+def ffmpeg_thread_group(tid: int, name: str) -> str:
+    """ffmpeg (7 and later) names its threads: dec0:0:h264, fc0 / vf#0:0 (filters), enc / mux, dmx."""
+    for prefix, group in (("dec", "decoder"), ("fc", "filters"), ("vf", "filters")):
+        if name.startswith(prefix):
+            return group
+    return "other"
+
+
+def ffmpeg_threads(cmd: list[str]) -> dict[str, float]:
+    """CPU seconds per thread group of one ffmpeg run (see :func:`ffmpeg_thread_group`)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    with ThreadCPU(proc.pid) as threads:
+        returncode = proc.wait()
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return threads.groups(ffmpeg_thread_group, total)
+
+
+def ffmpeg_backend_threads(path: Path, info: decode.VideoInfo) -> dict[str, float]:
+    """CPU seconds of the ffmpeg backend as a job runs it: ffmpeg's threads, and this process (the reader
+    threads filling the windows, the interleaving; the sampler's own CPU left out)."""
+    me, found = psutil.Process(), []
+
+    def ffmpeg_child() -> int | None:
+        if not found:
+            with contextlib.suppress(psutil.Error):
+                found.extend(c.pid for c in me.children() if c.name().startswith("ffmpeg"))
+        return found[0] if found else None
+
+    usage = decode.DecoderUsage()
+    start = own_cpu_seconds()
+    with ThreadCPU(ffmpeg_child) as threads:
+        for _ in decode.iter_frame_windows(path, info, decode.DecodeConfig(backend="ffmpeg"), usage=usage):
+            pass
+    groups = threads.groups(ffmpeg_thread_group, usage.cpu_s)
+    groups["this process"] = own_cpu_seconds() - start - threads.own_cpu_s
+    return groups
+
+
+def decord_threads(path: Path, info: decode.VideoInfo, config: decode.DecodeConfig) -> dict[str, float]:
+    """CPU seconds of the decord backend in this process: decord's decoding thread(s) (decode, scaling, colour
+    conversion) and the main thread (frame placing, block means, Python)."""
+    main = threading.get_native_id()
+    with ThreadCPU(os.getpid()) as threads:
+        for _ in decode.iter_frame_windows(path, info, config, in_process=True):
+            threads.sample(skip=threads.sampler.native_id)  # decord's thread ends with the last window
+    return threads.groups(lambda tid, name: "main (Python)" if tid == main else "decord")
+
+
+def profile_threads(path: Path, info: decode.VideoInfo, commands: dict[str, list[str]], repeats: int) -> None:
+    """The thread split of the bare decode, of the backend's ffmpeg graph (``commands``), of the ffmpeg backend
+    as a job runs it and of decord in process, run in turn ``repeats`` times; ratios are taken within a run, or
+    between the runs of one turn."""
+    print(f"profile threads: CPU seconds per thread (/proc read every {THREAD_SAMPLE_S * 1000:.0f} ms), "
+          f"{repeats} run(s) each, ranges")  # fmt: skip
+    labels = [*commands, "ffmpeg backend (job)", "decord, in process"]
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
+    for _ in range(repeats):
+        for label, cmd in commands.items():
+            runs[label].append(ffmpeg_threads(cmd))
+        runs["ffmpeg backend (job)"].append(ffmpeg_backend_threads(path, info))
+        runs["decord, in process"].append(decord_threads(path, info, decode.DecodeConfig()))
+    bare = [sum(r.values()) for r in runs["bare decode"]]
+    for label, results in runs.items():
+        groups = sorted({g for r in results for g in r}, key=lambda g: -results[0].get(g, 0.0))
+        parts = [f"{g} {span((r.get(g, 0.0) for r in results), 2, width=0)} s" for g in groups]
+        if "filters" in groups and label != "bare decode":
+            parts.append(f"filters/decoder {ratio_span(results, 'filters', 'decoder')}")
+        if "decoder" in groups:  # the bare decode's work, measured inside the run itself
+            shares = [{"decoder": 100 * r["decoder"], "all": sum(r.values())} for r in results]
+            parts.append(f"decoder/all {ratio_span(shares, 'decoder', 'all', 1)} %")
+        if "decord" in groups:
+            parts.append(f"main/decord {ratio_span(results, 'main (Python)', 'decord')}")
+            totals = [{"bare": 100 * b, "decord": r["decord"]} for b, r in zip(bare, results)]
+            parts.append(f"the bare decode / decord's thread {ratio_span(totals, 'bare', 'decord', 1)} %")
+        print(f"profile threads {label:<20} " + ", ".join(parts))
+
+
+def ratio_span(results: list[dict[str, float]], top: str, bottom: str, digits: int = 2) -> str:
+    """The range of ``top / bottom`` over runs, "-" when no run used the ``bottom`` threads measurably (a very
+    short clip: /proc counts in clock ticks)."""
+    ratios = [r.get(top, 0.0) / r[bottom] for r in results if r.get(bottom, 0.0) > 0]
+    return span(ratios, digits, width=0) if ratios else "-"
 
 
 def decord_read_all(path: Path, size: tuple[int, int], config: decode.DecodeConfig | None = None) -> float:

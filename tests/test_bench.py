@@ -26,9 +26,9 @@ def test_decode_benchmark_reports_each_backend_against_a_bare_decode_and_the_pro
     lines = result.stdout.splitlines()
     for backend in ("decord", "ffmpeg", "ffmpeg, fast kernel"):
         line = next(line for line in lines if line.startswith(f"decode  {backend} "))
-        assert re.search(r"video-s per CPU-s, +[\d.]+ % of the bare decode \(8 2D \+ 192 3D frames\)", line), (
-            line
-        )
+        assert re.search(
+            r"video-s per CPU-s, +[\d.]+ % of the bare decode \(8 2D \+ 192 3D frames\)", line
+        ), line
     profile = [
         line for line in lines if line.startswith("profile ") and not line.startswith("profile threads")
     ]

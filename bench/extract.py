@@ -82,10 +82,9 @@ def bare_decode_cpu(path: Path) -> float:
 
 
 def run_cpu(cmd: list[str]) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = children_cpu_seconds()
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return children_cpu_seconds() - start
 
 
 def decode_cpu(path: Path, info: decode.VideoInfo, config: decode.DecodeConfig, in_process: bool = False):
@@ -102,6 +101,12 @@ def decode_cpu(path: Path, info: decode.VideoInfo, config: decode.DecodeConfig, 
 def own_cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     return own.ru_utime + own.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of the child processes this process has waited for."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
 
 
 def bench_decode(path: Path, label: str, repeats: int) -> None:
@@ -268,15 +273,13 @@ def ffmpeg_thread_group(tid: int, name: str) -> str:
 
 def ffmpeg_threads(cmd: list[str]) -> dict[str, float]:
     """CPU seconds per thread group of one ffmpeg run (see :func:`ffmpeg_thread_group`)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = children_cpu_seconds()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     with ThreadCPU(proc.pid) as threads:
         returncode = proc.wait()
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, cmd)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return threads.groups(ffmpeg_thread_group, total)
+    return threads.groups(ffmpeg_thread_group, children_cpu_seconds() - start)
 
 
 def ffmpeg_backend_threads(path: Path, info: decode.VideoInfo) -> dict[str, float]:
